@@ -1,0 +1,3 @@
+"""localai-app: run open-weight language models on your own machine."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,40 @@
+"""GUI entry point: paths and settings are ready; build the Qt application and the main window."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from PySide6.QtGui import QIcon
+from PySide6.QtWidgets import QApplication
+
+from localai_app.core.engine_manager import EngineManager
+from localai_app.core.engine_process import EngineOptions
+from localai_app.core.library import Library
+from localai_app.core.paths import AppPaths
+from localai_app.core.settings import load_settings
+from localai_app.ui.main_window import MainWindow
+
+RESOURCES = Path(__file__).resolve().parent.parent / "resources"
+ICON = RESOURCES / "icons" / "localai-app.svg"
+
+
+def build_window(paths: AppPaths) -> MainWindow:
+    settings = load_settings(paths.config)
+    manager = EngineManager(
+        EngineOptions(context_length=settings.context_length, threads=settings.threads),
+        log_file=paths.logs / "engine.log",
+    )
+    return MainWindow(paths, settings, Library(paths), manager)
+
+
+def run_gui(paths: AppPaths) -> int:
+    app = QApplication.instance() or QApplication(sys.argv)
+    assert isinstance(app, QApplication)
+    app.setApplicationName("localai-app")
+    app.setDesktopFileName("io.github.localai_app")
+    app.setWindowIcon(QIcon(str(ICON)))
+    window = build_window(paths)
+    window.show()
+    return app.exec()
+

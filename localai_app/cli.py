@@ -1,0 +1,134 @@
+"""Command line: `localai-app [--basedir DIR] [COMMAND]`. Without a command, the GUI opens.
+
+User mistakes end with exit code 2 and one line on stderr, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from localai_app import __version__
+from localai_app.core.client import Delta, SamplingOptions
+from localai_app.core.engine_manager import EngineManager
+from localai_app.core.engine_process import EngineOptions
+from localai_app.core.errors import AppError, EngineError
+from localai_app.core.library import Library, ModelInfo, format_bytes
+from localai_app.core.paths import AppPaths
+from localai_app.core.settings import load_settings
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_USER_ERROR = 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="localai-app", description="Run open-weight language models locally.")
+    parser.add_argument("--version", action="version", version=f"localai-app {__version__}")
+    parser.add_argument("--basedir", type=Path, help="keep every app directory (config, data, models, ...) under DIR")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    models = commands.add_parser("models", help="list the model library")
+    models.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+    add = commands.add_parser("import", help="add a GGUF file to the library")
+    add.add_argument("path", type=Path)
+    add.add_argument("--reference", action="store_true", help="use the file where it is instead of copying it")
+
+    chat = commands.add_parser("chat", help="stream a reply from a model to stdout")
+    chat.add_argument("model", help="a library name or a path to a .gguf file")
+    chat.add_argument("prompt")
+    chat.add_argument("--max-tokens", type=int, default=None)
+    chat.add_argument("--temperature", type=float, default=None)
+    chat.add_argument("--seed", type=int, default=None)
+    chat.add_argument("--stats", action="store_true", help="print one JSON line of statistics to stderr")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    paths = (AppPaths.under(args.basedir) if args.basedir else AppPaths.for_user()).create()
+    logging.basicConfig(
+        filename=paths.logs / "localai-app.log",
+        level=logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        if args.command is None:
+            from localai_app.app import run_gui
+
+            return run_gui(paths)
+        if args.command == "models":
+            return list_models(Library(paths), as_json=args.json)
+        if args.command == "import":
+            model = Library(paths).import_file(args.path, copy=not args.reference)
+            print(f"Added {model.name} ({format_bytes(model.file_size)}).")
+            return EXIT_OK
+        return chat(paths, args)
+    except EngineError as error:
+        print(f"localai-app: {error}", file=sys.stderr)
+        return EXIT_FAILURE
+    except AppError as error:
+        print(f"localai-app: {error}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        return 130
+
+
+def list_models(library: Library, *, as_json: bool) -> int:
+    models = library.models()
+    if as_json:
+        print(json.dumps([model.as_json() for model in models], indent=2))
+        return EXIT_OK
+    if not models:
+        print("No models yet. Import one with: localai-app import PATH")
+    for model in models:
+        if model.problem:
+            print(f"{model.name}  UNUSABLE: {model.problem}")
+            continue
+        mode = "chat" if model.has_chat_template else "completion only"
+        print(
+            f"{model.name}  {model.architecture} {model.size_label} {model.quantization}  "
+            f"{format_bytes(model.file_size)}  ctx {model.context_length}  {model.licence or 'licence unknown'}  "
+            f"{mode}  [{model.source}]"
+        )
+    return EXIT_OK
+
+
+def chat(paths: AppPaths, args: argparse.Namespace) -> int:
+    if args.max_tokens is not None and args.max_tokens < 1:
+        raise AppError("--max-tokens must be at least 1.")
+    settings = load_settings(paths.config)
+    model = Library(paths).find(args.model)
+    sampling = SamplingOptions(
+        max_tokens=args.max_tokens or settings.sampling.max_tokens,
+        temperature=args.temperature if args.temperature is not None else settings.sampling.temperature,
+        seed=args.seed if args.seed is not None else settings.sampling.seed,
+    )
+    prompt = prompt_for(model, args.prompt)
+    if isinstance(prompt, str):
+        print(f"({model.name} has no chat template: text completion)", file=sys.stderr)
+    manager = EngineManager(
+        EngineOptions(context_length=settings.context_length, threads=settings.threads),
+        log_file=paths.logs / "engine.log",
+    )
+    try:
+        for event in manager.stream(model, prompt, sampling):
+            if isinstance(event, Delta):
+                sys.stdout.write(event.text)
+                sys.stdout.flush()
+            elif args.stats:
+                print(json.dumps(event.as_dict()), file=sys.stderr)
+        sys.stdout.write("\n")
+    finally:
+        manager.shutdown()
+    return EXIT_OK
+
+
+def prompt_for(model: ModelInfo, text: str) -> str | list[dict[str, str]]:
+    """Chat messages for a model with a chat template; the plain text (completion mode) for one without."""
+    return [{"role": "user", "content": text}] if model.has_chat_template else text
+

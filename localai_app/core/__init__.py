@@ -1,0 +1,1 @@
+"""The app's logic with no Qt: paths, settings, library, engine protocol."""

@@ -1,0 +1,188 @@
+"""The one module that speaks the engine protocol (OpenAI-compatible HTTP + SSE).
+
+It drives the app's own engine process and, unchanged, any remote OpenAI-compatible server.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+from httpx_sse import SSEError, connect_sse
+
+from localai_app.core.errors import EngineError
+
+
+@dataclass(frozen=True)
+class SamplingOptions:
+    max_tokens: int = 512
+    temperature: float = 0.7
+    seed: int | None = None
+    top_logprobs: int | None = None  # None: no probabilities
+
+
+@dataclass(frozen=True)
+class TokenProbability:
+    token: str
+    logprob: float
+    alternatives: list[tuple[str, float]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Delta:
+    text: str
+    probabilities: list[TokenProbability] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class ReplyStats:
+    ttft_ms: float
+    completion_tokens: int
+    prompt_tokens: int
+    tokens_per_second: float
+    finish_reason: str
+    total_ms: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "ttft_ms": round(self.ttft_ms, 1),
+            "completion_tokens": self.completion_tokens,
+            "prompt_tokens": self.prompt_tokens,
+            "tokens_per_second": round(self.tokens_per_second, 2),
+            "finish_reason": self.finish_reason,
+            "total_ms": round(self.total_ms, 1),
+        }
+
+
+class ConnectionLost(EngineError):
+    """The server went away mid-request: for the local engine, ask the supervisor why."""
+
+
+class EngineClient:
+    def __init__(self, base_url: str, api_key: str | None, *, timeout: float = 600.0) -> None:
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        # Generation can pause for minutes on a long prompt; only connecting must be quick.
+        self._http = httpx.Client(
+            base_url=base_url, headers=headers, timeout=httpx.Timeout(timeout, connect=10.0), trust_env=False
+        )
+
+    def close(self) -> None:
+        self._http.close()
+
+    def health(self) -> dict[str, Any]:
+        return self._get_json("/health")
+
+    def models(self) -> list[dict[str, Any]]:
+        return list(self._get_json("/v1/models").get("data", []))
+
+    def _get_json(self, path: str) -> dict[str, Any]:
+        try:
+            response = self._http.get(path)
+        except httpx.HTTPError as error:
+            raise ConnectionLost(f"Cannot reach the engine: {error}.", kind="connection") from None
+        _raise_for_status(response)
+        document: dict[str, Any] = response.json()
+        return document
+
+    def stream_completion(self, prompt: str, sampling: SamplingOptions) -> Iterator[Delta | ReplyStats]:
+        body: dict[str, Any] = {"prompt": prompt, **_sampling_fields(sampling)}
+        if sampling.top_logprobs is not None:
+            body["logprobs"] = sampling.top_logprobs
+        return self._stream("/v1/completions", body, chat=False)
+
+    def stream_chat(self, messages: list[dict[str, str]], sampling: SamplingOptions) -> Iterator[Delta | ReplyStats]:
+        body: dict[str, Any] = {"messages": messages, **_sampling_fields(sampling)}
+        if sampling.top_logprobs is not None:
+            body["logprobs"] = True
+            body["top_logprobs"] = sampling.top_logprobs
+        return self._stream("/v1/chat/completions", body, chat=True)
+
+    def _stream(self, path: str, body: dict[str, Any], *, chat: bool) -> Iterator[Delta | ReplyStats]:
+        """Yield text deltas, then one ReplyStats. Closing the iterator early stops generation on the server."""
+        started = time.perf_counter()
+        first_text_at: float | None = None
+        completion_tokens = 0
+        try:
+            with connect_sse(self._http, "POST", path, json={**body, "stream": True}) as source:
+                _raise_for_status(source.response)
+                for event in source.iter_sse():
+                    if event.data == "[DONE]":
+                        break
+                    chunk = json.loads(event.data)
+                    if "error" in chunk:
+                        raise EngineError(str(chunk["error"].get("message", "the engine failed")), kind="server")
+                    choice = chunk["choices"][0] if chunk.get("choices") else {}
+                    text = (choice.get("delta") or {}).get("content") if chat else choice.get("text")
+                    probabilities = _probabilities(choice.get("logprobs"), chat=chat)
+                    if text or probabilities:
+                        if first_text_at is None:
+                            first_text_at = time.perf_counter()
+                        completion_tokens += max(1, len(probabilities))
+                        yield Delta(text or "", probabilities)
+                    if choice.get("finish_reason"):
+                        yield _stats(chunk, choice["finish_reason"], started, first_text_at, completion_tokens)
+        except (httpx.TransportError, SSEError) as error:
+            raise ConnectionLost(f"The connection to the engine was lost: {error}.", kind="connection") from None
+
+
+def _sampling_fields(sampling: SamplingOptions) -> dict[str, Any]:
+    fields: dict[str, Any] = {"max_tokens": sampling.max_tokens, "temperature": sampling.temperature}
+    if sampling.seed is not None:
+        fields["seed"] = sampling.seed
+    return fields
+
+
+def _probabilities(logprobs: Any, *, chat: bool) -> list[TokenProbability]:
+    if not logprobs:
+        return []
+    if chat:
+        return [
+            TokenProbability(
+                entry["token"],
+                float(entry["logprob"]),
+                [(alt["token"], float(alt["logprob"])) for alt in entry.get("top_logprobs", [])],
+            )
+            for entry in logprobs.get("content") or []
+        ]
+    tops = logprobs.get("top_logprobs") or [{}] * len(logprobs.get("tokens", []))
+    return [
+        TokenProbability(token, float(logprob), [(alt, float(value)) for alt, value in (top or {}).items()])
+        for token, logprob, top in zip(logprobs.get("tokens", []), logprobs.get("token_logprobs", []), tops)
+    ]
+
+
+def _stats(
+    chunk: dict[str, Any], finish_reason: str, started: float, first_text_at: float | None, counted: int
+) -> ReplyStats:
+    now = time.perf_counter()
+    usage = chunk.get("usage") or {}
+    timings = chunk.get("timings") or {}
+    completion_tokens = int(usage.get("completion_tokens", counted))
+    tokens_per_second = float(timings.get("predicted_per_second") or 0.0)
+    if not tokens_per_second and first_text_at is not None and completion_tokens > 1 and now > first_text_at:
+        # A server without llama.cpp's timings: measure from the client side.
+        tokens_per_second = (completion_tokens - 1) / (now - first_text_at)
+    return ReplyStats(
+        ttft_ms=((first_text_at or now) - started) * 1000,
+        completion_tokens=completion_tokens,
+        prompt_tokens=int(usage.get("prompt_tokens", 0)),
+        tokens_per_second=tokens_per_second,
+        finish_reason=finish_reason,
+        total_ms=(now - started) * 1000,
+    )
+
+
+def _raise_for_status(response: httpx.Response) -> None:
+    if response.status_code < 400:
+        return
+    try:
+        response.read()
+        message = str(response.json()["error"]["message"])
+    except (ValueError, KeyError, TypeError, httpx.HTTPError):
+        message = f"HTTP {response.status_code}"
+    kind = "auth" if response.status_code == 401 else "request"
+    raise EngineError(f"The engine refused the request: {message}.", kind=kind)

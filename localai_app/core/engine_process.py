@@ -1,0 +1,151 @@
+"""Starts and supervises one engine child process. The only code that spawns it.
+
+The child gets its token through the environment, reports its port in one JSON line on stdout, and exits when
+its stdin closes. Its stderr is drained all the time (a full pipe would block llama.cpp) into the log file and a
+short memory, which `fault()` classifies when it dies.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import logging
+import os
+import queue
+import secrets
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+from localai_app.core.errors import EngineError
+from localai_app.core.faults import EngineFault, classify_exit
+
+log = logging.getLogger(__name__)
+
+TOKEN_VARIABLE = "LOCALAI_ENGINE_TOKEN"
+STDERR_MEMORY_LINES = 200
+
+
+@dataclass(frozen=True)
+class EngineOptions:
+    context_length: int = 4096
+    threads: int | None = None
+    gpu_layers: int = 0
+
+
+@dataclass(frozen=True)
+class EngineEndpoint:
+    base_url: str
+    token: str
+    model: dict[str, Any]
+
+
+class EngineProcess:
+    def __init__(self, model_path: Path, options: EngineOptions, *, log_file: Path | None = None) -> None:
+        self.model_path = model_path
+        self.options = options
+        self._log_file = log_file
+        self._process: subprocess.Popen[bytes] | None = None
+        self._stderr_tail: collections.deque[str] = collections.deque(maxlen=STDERR_MEMORY_LINES)
+        self._stdout_lines: queue.Queue[bytes] = queue.Queue()
+
+    def start(self, timeout: float = 120.0) -> EngineEndpoint:
+        """Spawn the engine and wait for its handshake. Blocks: call it off the GUI thread."""
+        token = secrets.token_urlsafe(32)
+        command = [sys.executable, "-m", "localai_app.engine", "--model", str(self.model_path)]
+        command += ["--context-length", str(self.options.context_length), "--gpu-layers", str(self.options.gpu_layers)]
+        if self.options.threads:
+            command += ["--threads", str(self.options.threads)]
+        environment = {**os.environ, TOKEN_VARIABLE: token}
+        self._process = subprocess.Popen(
+            command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=environment
+        )
+        assert self._process.stdout is not None and self._process.stderr is not None
+        threading.Thread(target=self._drain_stderr, args=(self._process.stderr,), daemon=True).start()
+        threading.Thread(target=self._read_stdout, args=(self._process.stdout,), daemon=True).start()
+        message = self._await_handshake(timeout)
+        if message is None or "ready" not in message:
+            error = (message or {}).get("error")
+            self._process.wait(timeout=10)
+            if isinstance(error, dict) and "message" in error:
+                raise EngineError(str(error["message"]), kind=str(error.get("kind", "load_failed")))
+            raise EngineError(self.fault().sentence, kind=self.fault().kind)
+        ready = message["ready"]
+        return EngineEndpoint(f"http://127.0.0.1:{int(ready['port'])}", token, dict(ready.get("model", {})))
+
+    def _await_handshake(self, timeout: float) -> dict[str, Any] | None:
+        """The first JSON object on stdout, or None if stdout closes first (the engine died)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                line = self._stdout_lines.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                self.stop()
+                raise EngineError(f"The engine did not start within {timeout:.0f} s.", kind="timeout") from None
+            if not line:
+                return None
+            message = _parse_handshake(line)
+            if message is not None:
+                return message
+
+    def _read_stdout(self, stream: IO[bytes]) -> None:
+        for line in stream:
+            self._stdout_lines.put(line)
+        self._stdout_lines.put(b"")  # EOF: the process is gone
+
+    def _drain_stderr(self, stream: IO[bytes]) -> None:
+        log_handle = self._log_file.open("a", encoding="utf-8") if self._log_file else None
+        try:
+            for raw in stream:
+                line = raw.decode("utf-8", errors="replace").rstrip()
+                self._stderr_tail.append(line)
+                if log_handle:
+                    log_handle.write(line + "\n")
+                    log_handle.flush()
+        finally:
+            if log_handle:
+                log_handle.close()
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process else None
+
+    def is_alive(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
+    def fault(self) -> EngineFault:
+        """Why the engine is gone. Waits briefly for its exit status and last stderr lines."""
+        exit_code = None
+        if self._process is not None:
+            try:
+                exit_code = self._process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                exit_code = None
+        return classify_exit(exit_code, list(self._stderr_tail), self.model_path.name)
+
+    def stop(self, grace: float = 3.0) -> None:
+        """Close stdin (the engine's signal to exit), then terminate, then kill. Idempotent."""
+        process = self._process
+        if process is None or process.poll() is not None:
+            return
+        try:
+            if process.stdin:
+                process.stdin.close()
+            process.wait(timeout=grace)
+        except (OSError, subprocess.TimeoutExpired):
+            process.kill()
+            process.wait(timeout=grace)
+
+
+def _parse_handshake(line: bytes) -> dict[str, Any] | None:
+    try:
+        message = json.loads(line)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        if line:
+            log.warning("engine: unexpected stdout line %r", line[:200])
+        return None
+    return message if isinstance(message, dict) else None

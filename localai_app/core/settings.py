@@ -1,0 +1,105 @@
+"""User settings: a versioned JSON file, migrated forward, written atomically.
+
+A damaged file is moved aside (never overwritten in place) and the defaults are used, so a bad edit by hand
+costs the user their preferences but never stops the app from starting.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
+from pathlib import Path
+from typing import Any, get_args, get_type_hints
+
+from localai_app.core.atomic import write_text_atomic
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+SETTINGS_FILE = "settings.json"
+
+
+@dataclass
+class Sampling:
+    temperature: float = 0.7
+    max_tokens: int = 512
+    seed: int | None = None
+
+
+@dataclass
+class Settings:
+    sampling: Sampling = field(default_factory=Sampling)
+    last_model: str | None = None
+    context_length: int = 4096
+    threads: int | None = None  # None: let the engine pick (physical cores)
+    ui_scale: float = 1.0
+
+
+# Each step takes the raw dict of version N and returns the dict of version N + 1.
+MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {}
+
+
+def _coerce(cls: type[Any], raw: object) -> Any:
+    """Build dataclass `cls` from `raw`, keeping each field's default where the stored value has the wrong type."""
+    result = cls()
+    if not isinstance(raw, dict):
+        return result
+    hints = get_type_hints(cls)
+    for item in fields(cls):
+        if item.name not in raw:
+            continue
+        value = raw[item.name]
+        expected = hints[item.name]
+        if is_dataclass(expected):
+            setattr(result, item.name, _coerce(expected, value))  # type: ignore[arg-type]
+        elif _matches(value, get_args(expected) or (expected,)):
+            setattr(result, item.name, value)
+        else:
+            log.warning("settings: ignoring %s=%r (expected %s)", item.name, value, expected)
+    return result
+
+
+def _matches(value: object, allowed: tuple[Any, ...]) -> bool:
+    if isinstance(value, bool):  # bool is an int subclass; only a bool field takes it
+        return bool in allowed
+    if isinstance(value, int) and float in allowed:
+        return True
+    return any(isinstance(value, kind) for kind in allowed if isinstance(kind, type))
+
+
+def load_settings(config_dir: Path) -> Settings:
+    path = config_dir / SETTINGS_FILE
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return Settings()
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        _move_aside(path, error)
+        return Settings()
+    if not isinstance(raw, dict):
+        _move_aside(path, ValueError("not a JSON object"))
+        return Settings()
+    version = raw.get("schema_version", 0)
+    if not isinstance(version, int) or version > SCHEMA_VERSION:
+        # Written by a newer app: keep the file for that app and run on defaults without touching it.
+        log.warning("settings: schema version %r is newer than %d; using defaults", version, SCHEMA_VERSION)
+        return Settings()
+    while version < SCHEMA_VERSION:
+        raw = MIGRATIONS[version](raw) if version in MIGRATIONS else raw
+        version += 1
+    settings: Settings = _coerce(Settings, raw)
+    return settings
+
+
+def save_settings(config_dir: Path, settings: Settings) -> None:
+    document = {"schema_version": SCHEMA_VERSION, **asdict(settings)}
+    write_text_atomic(config_dir / SETTINGS_FILE, json.dumps(document, indent=2) + "\n")
+
+
+def _move_aside(path: Path, error: Exception) -> None:
+    aside = path.with_name(f"{path.name}.damaged-{time.strftime('%Y%m%d-%H%M%S')}")
+    log.warning("settings: %s is unreadable (%s); moved to %s, using defaults", path, error, aside)
+    path.replace(aside)

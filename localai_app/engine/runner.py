@@ -1,0 +1,251 @@
+"""The one place that drives llama-cpp-python: load a model, turn a prompt into a stream of tokens.
+
+Probabilities come from the logits of the position just sampled, which llama.cpp keeps without
+`logits_all=True`; loading with `logits_all` made generation 2.6-3.5 times slower here, so every chat would pay
+for a feature few requests use.
+"""
+
+from __future__ import annotations
+
+import codecs
+import ctypes
+import random
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import llama_cpp
+import numpy as np
+
+from localai_app.engine.templates import ChatTemplate
+
+
+class RequestError(Exception):
+    """The request cannot be served as asked (too long for the context, no chat template, ...)."""
+
+
+@dataclass(frozen=True)
+class Sampling:
+    max_tokens: int = 256
+    temperature: float = 0.8
+    top_p: float = 0.95
+    top_k: int = 40
+    min_p: float = 0.05
+    repeat_penalty: float = 1.0
+    seed: int | None = None
+    stop: tuple[str, ...] = ()
+    top_logprobs: int | None = None  # None: no probabilities; 0: the chosen token's only
+
+
+@dataclass(frozen=True)
+class TokenLogprob:
+    token: str
+    logprob: float
+    alternatives: list[tuple[str, float]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class TextPiece:
+    """Text ready to send: whole UTF-8 characters, with stop strings already removed."""
+
+    text: str
+    logprobs: list[TokenLogprob]
+
+
+@dataclass(frozen=True)
+class Finished:
+    finish_reason: str  # "stop", "length" or "cancelled"
+    prompt_tokens: int
+    completion_tokens: int
+    prompt_ms: float
+    generation_ms: float
+
+    @property
+    def tokens_per_second(self) -> float:
+        # Decode speed: the first token comes from the prompt pass, each later one from one decode step.
+        if self.completion_tokens < 2 or self.generation_ms <= 0:
+            return 0.0
+        return (self.completion_tokens - 1) / (self.generation_ms / 1000)
+
+
+@dataclass(frozen=True)
+class ModelDescription:
+    id: str
+    path: str
+    context_length: int
+    training_context_length: int
+    has_chat_template: bool
+    vocabulary_size: int
+
+
+class Runner:
+    def __init__(self, model_path: Path, *, context_length: int, threads: int | None, gpu_layers: int) -> None:
+        self.model_path = model_path
+        self.llama = llama_cpp.Llama(
+            model_path=str(model_path),
+            n_ctx=context_length,
+            n_threads=threads,
+            n_gpu_layers=gpu_layers,
+            logits_all=False,
+            # verbose keeps llama.cpp's own log lines on stderr, where the supervisor classifies failures.
+            verbose=True,
+        )
+        self._lock = threading.Lock()
+        self._vocab = self.llama._model.vocab
+        self._n_vocab = self.llama.n_vocab()
+        metadata = self.llama.metadata
+        template_source = metadata.get("tokenizer.chat_template")
+        self.chat_template = (
+            ChatTemplate(
+                template_source,
+                bos_token=self._token_text(self.llama.token_bos()),
+                eos_token=self._token_text(self.llama.token_eos()),
+            )
+            if template_source
+            else None
+        )
+        architecture = metadata.get("general.architecture", "")
+        self.description = ModelDescription(
+            id=model_path.name,
+            path=str(model_path),
+            context_length=self.llama.n_ctx(),
+            training_context_length=int(metadata.get(f"{architecture}.context_length", 0) or 0),
+            has_chat_template=self.chat_template is not None,
+            vocabulary_size=self._n_vocab,
+        )
+
+    def _token_text(self, token: int) -> str:
+        return self.llama.detokenize([token], special=True).decode("utf-8", errors="replace") if token >= 0 else ""
+
+    def chat_prompt(self, messages: list[dict[str, str]]) -> str:
+        if self.chat_template is None:
+            raise RequestError(
+                f"{self.description.id} has no chat template (it is likely a base model); "
+                "use /v1/completions for text completion instead"
+            )
+        return self.chat_template.render(messages)
+
+    def tokenize(self, text: str, *, rendered_chat: bool) -> list[int]:
+        # A rendered chat prompt carries BOS and its special tokens as text; plain text gets BOS added and its
+        # look-alike special tokens kept as literal text, so user input cannot forge turn markers.
+        return self.llama.tokenize(text.encode("utf-8"), add_bos=not rendered_chat, special=rendered_chat)
+
+    def generate(self, prompt_tokens: list[int], sampling: Sampling, cancel: threading.Event) -> Iterator[
+        TextPiece | Finished
+    ]:
+        """Stream text for `prompt_tokens`. One generation at a time: a second caller waits for the first."""
+        context = self.llama.n_ctx()
+        if len(prompt_tokens) >= context:
+            raise RequestError(
+                f"the prompt is {len(prompt_tokens)} tokens, more than the {context}-token context; shorten it"
+            )
+        max_tokens = min(sampling.max_tokens, context - len(prompt_tokens))
+        with self._lock:
+            yield from self._generate_locked(prompt_tokens, sampling, max_tokens, cancel)
+
+    def _generate_locked(
+        self, prompt_tokens: list[int], sampling: Sampling, max_tokens: int, cancel: threading.Event
+    ) -> Iterator[TextPiece | Finished]:
+        self.llama.set_seed(sampling.seed if sampling.seed is not None else random.randrange(2**31))
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        stops = _StopMatcher(sampling.stop)
+        pending_logprobs: list[TokenLogprob] = []
+        started = time.perf_counter()
+        first_token_at = last_token_at = 0.0
+        completion_tokens = 0
+        finish_reason = "length"
+        tokens = self.llama.generate(
+            prompt_tokens,
+            top_k=sampling.top_k,
+            top_p=sampling.top_p,
+            min_p=sampling.min_p,
+            temp=sampling.temperature,
+            repeat_penalty=sampling.repeat_penalty,
+        )
+        try:
+            for token in tokens:
+                last_token_at = time.perf_counter()
+                if not first_token_at:
+                    first_token_at = last_token_at
+                if llama_cpp.llama_vocab_is_eog(self._vocab, token):
+                    finish_reason = "stop"
+                    break
+                completion_tokens += 1
+                piece = self.llama.detokenize([token])
+                if sampling.top_logprobs is not None:
+                    pending_logprobs.append(self._logprob_of(token, piece, sampling.top_logprobs))
+                text, stopped = stops.feed(decoder.decode(piece))
+                if text or stopped:
+                    yield TextPiece(text, pending_logprobs)
+                    pending_logprobs = []
+                if stopped:
+                    finish_reason = "stop"
+                    break
+                if cancel.is_set():
+                    finish_reason = "cancelled"
+                    break
+                if completion_tokens >= max_tokens:
+                    break
+        finally:
+            tokens.close()
+        if finish_reason != "stop":
+            tail = stops.flush() + decoder.decode(b"", final=True)
+            if tail or pending_logprobs:
+                yield TextPiece(tail, pending_logprobs)
+        yield Finished(
+            finish_reason=finish_reason,
+            prompt_tokens=len(prompt_tokens),
+            completion_tokens=completion_tokens,
+            prompt_ms=((first_token_at or time.perf_counter()) - started) * 1000,
+            generation_ms=(last_token_at - first_token_at) * 1000 if first_token_at else 0.0,
+        )
+
+    def _logprob_of(self, token: int, piece: bytes, top: int) -> TokenLogprob:
+        """Log-probabilities of the distribution `token` was sampled from (the last decoded position)."""
+        pointer = self.llama._ctx.get_logits_ith(-1)
+        logits = np.ctypeslib.as_array(ctypes.cast(pointer, ctypes.POINTER(ctypes.c_float)), shape=(self._n_vocab,))
+        shifted = logits - logits.max()
+        log_probs = shifted - np.log(np.exp(shifted).sum())
+        alternatives: list[tuple[str, float]] = []
+        if top > 0:
+            best = np.argpartition(-log_probs, top)[:top]
+            best = best[np.argsort(-log_probs[best])]
+            alternatives = [(self._piece_text(int(i)), float(log_probs[i])) for i in best]
+        return TokenLogprob(piece.decode("utf-8", errors="replace"), float(log_probs[token]), alternatives)
+
+    def _piece_text(self, token: int) -> str:
+        return self.llama.detokenize([token], special=True).decode("utf-8", errors="replace")
+
+
+class _StopMatcher:
+    """Holds back text that may be the start of a stop string, so a stop string is never half sent."""
+
+    def __init__(self, stops: tuple[str, ...]) -> None:
+        self._stops = [stop for stop in stops if stop]
+        self._held = ""
+
+    def feed(self, text: str) -> tuple[str, bool]:
+        if not self._stops:
+            return text, False
+        buffer = self._held + text
+        hits = [index for index in (buffer.find(stop) for stop in self._stops) if index >= 0]
+        if hits:
+            self._held = ""
+            return buffer[: min(hits)], True
+        keep = max((_overlap(buffer, stop) for stop in self._stops), default=0)
+        self._held = buffer[len(buffer) - keep :] if keep else ""
+        return buffer[: len(buffer) - keep], False
+
+    def flush(self) -> str:
+        held, self._held = self._held, ""
+        return held
+
+
+def _overlap(text: str, stop: str) -> int:
+    """Length of the longest end of `text` that is a beginning of `stop`."""
+    for length in range(min(len(text), len(stop) - 1), 0, -1):
+        if stop.startswith(text[-length:]):
+            return length
+    return 0

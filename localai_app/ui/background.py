@@ -1,0 +1,42 @@
+"""Run a blocking function on Qt's thread pool and get its result back on the GUI thread by signal."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from PySide6.QtCore import QObject, QRunnable, QThreadPool, Signal
+
+from localai_app.core.errors import AppError
+
+
+class _Relay(QObject):
+    succeeded = Signal(object)
+    failed = Signal(str)
+
+
+class _Task(QRunnable):
+    def __init__(self, work: Callable[[], Any], relay: _Relay) -> None:
+        super().__init__()
+        self._work = work
+        self._relay = relay
+
+    def run(self) -> None:
+        try:
+            result = self._work()
+        except (AppError, OSError) as error:
+            self._relay.failed.emit(str(error))
+        else:
+            self._relay.succeeded.emit(result)
+
+
+def run_in_background(
+    parent: QObject, work: Callable[[], Any], on_success: Callable[[Any], None], on_failure: Callable[[str], None]
+) -> None:
+    """`on_success`/`on_failure` run on the GUI thread (queued signals); `parent` keeps the relay alive."""
+    relay = _Relay(parent)
+    relay.succeeded.connect(on_success)
+    relay.failed.connect(on_failure)
+    relay.succeeded.connect(relay.deleteLater)
+    relay.failed.connect(relay.deleteLater)
+    QThreadPool.globalInstance().start(_Task(work, relay))

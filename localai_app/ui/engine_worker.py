@@ -1,0 +1,68 @@
+"""The engine seen from the GUI: an EngineManager driven on its own QThread, reporting by queued signals.
+
+Loading a model and reading the token stream block, so they never run on the GUI thread. Stop is a flag the
+stream loop checks at every token; closing the stream makes the engine stop generating.
+"""
+
+from __future__ import annotations
+
+import threading
+
+from PySide6.QtCore import QObject, Signal, Slot
+
+from localai_app.core.client import Delta, SamplingOptions
+from localai_app.core.engine_manager import EngineManager
+from localai_app.core.errors import AppError
+from localai_app.core.library import ModelInfo
+
+
+class EngineWorker(QObject):
+    loading = Signal(str)  # model name
+    loaded = Signal(str)
+    load_failed = Signal(str)  # one sentence
+    delta = Signal(str)
+    finished = Signal(dict)  # ReplyStats.as_dict(), plus "stopped"
+    failed = Signal(str)
+
+    def __init__(self, manager: EngineManager) -> None:
+        super().__init__()
+        self._manager = manager
+        self._stop = threading.Event()
+
+    def request_stop(self) -> None:
+        """Thread-safe: called directly from the GUI thread while `generate` runs here."""
+        self._stop.set()
+
+    @Slot(object)
+    def load(self, model: ModelInfo) -> None:
+        self.loading.emit(model.name)
+        try:
+            self._manager.load(model)
+        except AppError as error:
+            self.load_failed.emit(str(error))
+        else:
+            self.loaded.emit(model.name)
+
+    @Slot(object, object, object)
+    def generate(self, model: ModelInfo, prompt: str | list[dict[str, str]], sampling: SamplingOptions) -> None:
+        self._stop.clear()
+        loaded = self._manager.loaded_model
+        if loaded is None or loaded.path != model.path:
+            self.loading.emit(model.name)
+        try:
+            events = self._manager.stream(model, prompt, sampling)
+            for event in events:
+                if isinstance(event, Delta):
+                    self.delta.emit(event.text)
+                    if self._stop.is_set():
+                        events.close()
+                        self.finished.emit({"stopped": True})
+                        return
+                else:
+                    self.finished.emit({**event.as_dict(), "stopped": False})
+        except AppError as error:
+            self.failed.emit(str(error))
+
+    @Slot()
+    def shutdown(self) -> None:
+        self._manager.shutdown()

@@ -1,0 +1,292 @@
+"""The main window: model picker, conversation, prompt box with Send/Stop, sampling basics, library panel."""
+
+from __future__ import annotations
+
+from PySide6.QtCore import QEvent, QObject, Qt, QThread, Signal
+from PySide6.QtGui import QCloseEvent, QKeyEvent
+from PySide6.QtWidgets import (
+    QComboBox,
+    QDoubleSpinBox,
+    QHBoxLayout,
+    QLabel,
+    QMainWindow,
+    QPlainTextEdit,
+    QPushButton,
+    QSpinBox,
+    QSplitter,
+    QVBoxLayout,
+    QWidget,
+)
+
+from localai_app.core.client import SamplingOptions
+from localai_app.core.engine_manager import EngineManager
+from localai_app.core.library import Library, ModelInfo
+from localai_app.core.paths import AppPaths
+from localai_app.core.settings import Settings, save_settings
+from localai_app.ui.chat_view import ChatView
+from localai_app.ui.engine_worker import EngineWorker
+from localai_app.ui.library_panel import LibraryPanel
+
+COMPLETION_MODE_NOTE = (
+    "Text completion: this model has no chat template (it is a base model), so it continues your text "
+    "instead of answering it."
+)
+
+
+class _SendOnEnter(QObject):
+    """Enter sends; Shift+Enter starts a new line, as in every chat app."""
+
+    def __init__(self, send: QPushButton) -> None:
+        super().__init__(send)
+        self._send = send
+
+    def eventFilter(self, watched: QObject, event: QEvent) -> bool:
+        if event.type() == QEvent.Type.KeyPress and isinstance(event, QKeyEvent):
+            enter = event.key() in (Qt.Key.Key_Return, Qt.Key.Key_Enter)
+            if enter and not event.modifiers() & Qt.KeyboardModifier.ShiftModifier:
+                self._send.click()
+                return True
+        return False
+
+
+class MainWindow(QMainWindow):
+    load_requested = Signal(object)
+    generate_requested = Signal(object, object, object)
+
+    def __init__(self, paths: AppPaths, settings: Settings, library: Library, manager: EngineManager) -> None:
+        super().__init__()
+        self.setWindowTitle("localai-app")
+        self._paths = paths
+        self._settings = settings
+        self._manager = manager
+        self._history: list[dict[str, str]] = []
+        self._models: list[ModelInfo] = []
+        self._busy = False
+        self._pieces = 0
+
+        self.model_picker = QComboBox()
+        self.model_picker.setMinimumContentsLength(28)
+        self.mode_label = QLabel()
+        self.mode_label.setWordWrap(True)
+        self.mode_label.setObjectName("modeLabel")
+        self.library_button = QPushButton("Library")
+        self.library_button.setCheckable(True)
+        top = QHBoxLayout()
+        top.addWidget(QLabel("Model:"))
+        top.addWidget(self.model_picker)
+        top.addWidget(self.library_button)
+        top.addStretch(1)
+
+        self.chat_view = ChatView()
+        self.library_panel = LibraryPanel(library)
+        self.library_panel.hide()
+        splitter = QSplitter(Qt.Orientation.Vertical)
+        splitter.addWidget(self.chat_view)
+        splitter.addWidget(self.library_panel)
+        splitter.setStretchFactor(0, 3)
+
+        self.error_banner = QLabel()
+        self.error_banner.setObjectName("errorBanner")
+        self.error_banner.setWordWrap(True)
+        self.error_banner.setStyleSheet("QLabel#errorBanner { background: #fde2e1; color: #7a1212; padding: 6px; }")
+        self.error_banner.hide()
+
+        self.prompt_box = QPlainTextEdit()
+        self.prompt_box.setPlaceholderText("Write a message (Enter sends, Shift+Enter for a new line)")
+        self.prompt_box.setFixedHeight(self.fontMetrics().lineSpacing() * 4 + 12)
+        self.send_button = QPushButton("Send")
+        self.stop_button = QPushButton("Stop")
+        self.stop_button.setEnabled(False)
+        self.prompt_box.installEventFilter(_SendOnEnter(self.send_button))
+        input_row = QHBoxLayout()
+        input_row.addWidget(self.prompt_box, 1)
+        buttons = QVBoxLayout()
+        buttons.addWidget(self.send_button)
+        buttons.addWidget(self.stop_button)
+        input_row.addLayout(buttons)
+
+        self.temperature = QDoubleSpinBox()
+        self.temperature.setRange(0.0, 2.0)
+        self.temperature.setSingleStep(0.1)
+        self.temperature.setValue(settings.sampling.temperature)
+        self.max_tokens = QSpinBox()
+        self.max_tokens.setRange(1, 32768)
+        self.max_tokens.setValue(settings.sampling.max_tokens)
+        self.seed = QSpinBox()
+        self.seed.setRange(-1, 2**31 - 1)
+        self.seed.setSpecialValueText("random")
+        self.seed.setValue(-1 if settings.sampling.seed is None else settings.sampling.seed)
+        self.stats_label = QLabel()
+        self.stats_label.setObjectName("statsLabel")
+        sampling = QHBoxLayout()
+        for label, widget in (("Temperature", self.temperature), ("Max tokens", self.max_tokens), ("Seed", self.seed)):
+            sampling.addWidget(QLabel(label))
+            sampling.addWidget(widget)
+        sampling.addStretch(1)
+        sampling.addWidget(self.stats_label)
+
+        layout = QVBoxLayout()
+        layout.addLayout(top)
+        layout.addWidget(self.mode_label)
+        layout.addWidget(splitter, 1)
+        layout.addWidget(self.error_banner)
+        layout.addLayout(input_row)
+        layout.addLayout(sampling)
+        central = QWidget()
+        central.setLayout(layout)
+        self.setCentralWidget(central)
+        self.resize(1100, 760)
+
+        self._thread = QThread(self)
+        self._thread.setObjectName("engine-worker")
+        self.worker = EngineWorker(manager)
+        self.worker.moveToThread(self._thread)
+        self.load_requested.connect(self.worker.load)
+        self.generate_requested.connect(self.worker.generate)
+        # Bound methods, not lambdas: a lambda's hidden receiver would be parented to the worker's thread.
+        self.worker.loading.connect(self._on_loading)
+        self.worker.loaded.connect(self._on_loaded)
+        self.worker.load_failed.connect(self._show_error)
+        self.worker.delta.connect(self._on_delta)
+        self.worker.finished.connect(self._on_finished)
+        self.worker.failed.connect(self._on_failed)
+        self._thread.start()
+
+        self.send_button.clicked.connect(self.send)
+        self.stop_button.clicked.connect(self.stop)
+        self.library_button.toggled.connect(self.library_panel.setVisible)
+        self.model_picker.currentIndexChanged.connect(self._on_model_chosen)
+        self.library_panel.models_changed.connect(self._set_models)
+        self.library_panel.message.connect(lambda text: self.statusBar().showMessage(text, 10000))
+        self.library_panel.refresh()
+
+    # -- models ------------------------------------------------------------------------------------------------
+
+    def current_model(self) -> ModelInfo | None:
+        index = self.model_picker.currentIndex()
+        return self._usable()[index] if 0 <= index < len(self._usable()) else None
+
+    def _usable(self) -> list[ModelInfo]:
+        return [model for model in self._models if model.usable]
+
+    def _set_models(self, models: list[ModelInfo]) -> None:
+        previous = self.current_model()
+        self._models = models
+        wanted = previous.name if previous else self._settings.last_model
+        self.model_picker.blockSignals(True)
+        self.model_picker.clear()
+        for model in self._usable():
+            self.model_picker.addItem(f"{model.title}  ·  {model.quantization}  ·  {model.size_label}", model.name)
+        names = [model.name for model in self._usable()]
+        self.model_picker.setCurrentIndex(names.index(wanted) if wanted in names else (0 if names else -1))
+        self.model_picker.blockSignals(False)
+        if self.current_model() != previous or previous is None:
+            self._on_model_chosen()
+
+    def _on_model_chosen(self) -> None:
+        model = self.current_model()
+        if model is None:
+            self.mode_label.setText("No usable model: import a GGUF file from the Library.")
+            return
+        self._settings.last_model = model.name
+        self._history.clear()
+        licence = f"Licence: {model.licence or 'unknown'}."
+        self.mode_label.setText(
+            f"{COMPLETION_MODE_NOTE} {licence}" if not model.has_chat_template else f"Chat with {model.title}. {licence}"
+        )
+        self.mode_label.setStyleSheet("" if model.has_chat_template else "color: #8a5a00; font-weight: bold;")
+        self.prompt_box.setPlaceholderText(
+            "Write a message (Enter sends, Shift+Enter for a new line)"
+            if model.has_chat_template
+            else "Write the beginning of a text for the model to continue (Enter sends)"
+        )
+        self.load_requested.emit(model)  # preload, so the first reply does not wait for the load
+
+    # -- chat --------------------------------------------------------------------------------------------------
+
+    def sampling(self) -> SamplingOptions:
+        seed = self.seed.value()
+        return SamplingOptions(
+            max_tokens=self.max_tokens.value(),
+            temperature=self.temperature.value(),
+            seed=None if seed < 0 else seed,
+        )
+
+    def send(self) -> None:
+        text = self.prompt_box.toPlainText().strip()
+        model = self.current_model()
+        if self._busy or not text or model is None:
+            return
+        self.error_banner.hide()
+        self.prompt_box.clear()
+        prompt: str | list[dict[str, str]]
+        if model.has_chat_template:
+            self._history.append({"role": "user", "content": text})
+            prompt = list(self._history)
+            self.chat_view.add_turn("You", text, css_class="user")
+        else:
+            prompt = text
+            self.chat_view.add_turn("Prompt (text completion)", text, css_class="prompt")
+        self.chat_view.begin_reply(model.title)
+        self._set_busy(True)
+        self._pieces = 0
+        self.generate_requested.emit(model, prompt, self.sampling())
+
+    def stop(self) -> None:
+        self.worker.request_stop()
+
+    def _on_loading(self, name: str) -> None:
+        self.statusBar().showMessage(f"Loading {name}…")
+
+    def _on_loaded(self, name: str) -> None:
+        self.statusBar().showMessage(f"{name} is ready.", 5000)
+
+    def _on_delta(self, text: str) -> None:
+        self._pieces += 1
+        self.chat_view.append_reply(text)
+
+    def _on_finished(self, stats: dict[str, object]) -> None:
+        if stats.get("stopped"):
+            note = f"Stopped after {self._pieces} tokens."
+        else:
+            note = (
+                f"{stats['completion_tokens']} tokens · {stats['tokens_per_second']:.1f} tokens/s · "
+                f"first token after {stats['ttft_ms']:.0f} ms"
+            )
+        self.stats_label.setText(note)
+        self._end_reply(note)
+
+    def _on_failed(self, message: str) -> None:
+        self._end_reply(f"Interrupted: {message}" if message else "Interrupted.")
+        self._show_error(f"{message} Your conversation is kept; the next message starts a fresh engine.")
+
+    def _end_reply(self, note: str) -> None:
+        reply = self.chat_view.end_reply(note)
+        model = self.current_model()
+        if model is not None and model.has_chat_template and reply:
+            self._history.append({"role": "assistant", "content": reply})
+        self._set_busy(False)
+
+    def _show_error(self, message: str) -> None:
+        self.error_banner.setText(message)
+        self.error_banner.show()
+        self.statusBar().clearMessage()
+
+    def _set_busy(self, busy: bool) -> None:
+        self._busy = busy
+        self.send_button.setEnabled(not busy)
+        self.stop_button.setEnabled(busy)
+        self.model_picker.setEnabled(not busy)
+
+    # -- lifetime ----------------------------------------------------------------------------------------------
+
+    def closeEvent(self, event: QCloseEvent) -> None:
+        self._settings.sampling.temperature = self.temperature.value()
+        self._settings.sampling.max_tokens = self.max_tokens.value()
+        self._settings.sampling.seed = self.sampling().seed
+        save_settings(self._paths.config, self._settings)
+        self.worker.request_stop()
+        self._manager.shutdown()  # kills the engine, which also ends a stream the worker may be reading
+        self._thread.quit()
+        self._thread.wait(10_000)
+        super().closeEvent(event)

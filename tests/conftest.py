@@ -1,0 +1,38 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from localai_app.core import starter
+from localai_app.core.paths import AppPaths
+from tests.fakes.gguf_builder import CHATML_TEMPLATE, write_tiny_model
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A base model: no chat template, so the app must use text completion."""
+    return write_tiny_model(tmp_path_factory.mktemp("models") / "tiny-base.gguf")
+
+
+@pytest.fixture(scope="session")
+def tiny_chat_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_tiny_model(tmp_path_factory.mktemp("models") / "tiny-chat.gguf", chat_template=CHATML_TEMPLATE)
+
+
+@pytest.fixture(scope="session")
+def starter_model() -> Path:
+    return starter.ensure_starter()
+
+
+@pytest.fixture
+def app_paths(tmp_path: Path) -> AppPaths:
+    return AppPaths.under(tmp_path / "base").create()
+
+
+@pytest.fixture
+def tiny_library_paths(app_paths: AppPaths, tiny_model: Path, tiny_chat_model: Path) -> Iterator[AppPaths]:
+    for model in (tiny_model, tiny_chat_model):
+        (app_paths.models / model.name).write_bytes(model.read_bytes())
+    yield app_paths
