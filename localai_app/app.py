@@ -37,4 +37,3 @@ def run_gui(paths: AppPaths) -> int:
     window = build_window(paths)
     window.show()
     return app.exec()
-

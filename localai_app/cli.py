@@ -131,4 +131,3 @@ def chat(paths: AppPaths, args: argparse.Namespace) -> int:
 def prompt_for(model: ModelInfo, text: str) -> str | list[dict[str, str]]:
     """Chat messages for a model with a chat template; the plain text (completion mode) for one without."""
     return [{"role": "user", "content": text}] if model.has_chat_template else text
-

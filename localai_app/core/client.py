@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Generator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -58,7 +58,11 @@ class ReplyStats:
         }
 
 
-class ConnectionLost(EngineError):
+ReplyStream = Generator["Delta | ReplyStats", None, None]
+"""Text deltas then one ReplyStats; closing it early stops generation on the server."""
+
+
+class ConnectionLostError(EngineError):
     """The server went away mid-request: for the local engine, ask the supervisor why."""
 
 
@@ -83,25 +87,25 @@ class EngineClient:
         try:
             response = self._http.get(path)
         except httpx.HTTPError as error:
-            raise ConnectionLost(f"Cannot reach the engine: {error}.", kind="connection") from None
+            raise ConnectionLostError(f"Cannot reach the engine: {error}.", kind="connection") from None
         _raise_for_status(response)
         document: dict[str, Any] = response.json()
         return document
 
-    def stream_completion(self, prompt: str, sampling: SamplingOptions) -> Iterator[Delta | ReplyStats]:
+    def stream_completion(self, prompt: str, sampling: SamplingOptions) -> ReplyStream:
         body: dict[str, Any] = {"prompt": prompt, **_sampling_fields(sampling)}
         if sampling.top_logprobs is not None:
             body["logprobs"] = sampling.top_logprobs
         return self._stream("/v1/completions", body, chat=False)
 
-    def stream_chat(self, messages: list[dict[str, str]], sampling: SamplingOptions) -> Iterator[Delta | ReplyStats]:
+    def stream_chat(self, messages: list[dict[str, str]], sampling: SamplingOptions) -> ReplyStream:
         body: dict[str, Any] = {"messages": messages, **_sampling_fields(sampling)}
         if sampling.top_logprobs is not None:
             body["logprobs"] = True
             body["top_logprobs"] = sampling.top_logprobs
         return self._stream("/v1/chat/completions", body, chat=True)
 
-    def _stream(self, path: str, body: dict[str, Any], *, chat: bool) -> Iterator[Delta | ReplyStats]:
+    def _stream(self, path: str, body: dict[str, Any], *, chat: bool) -> ReplyStream:
         """Yield text deltas, then one ReplyStats. Closing the iterator early stops generation on the server."""
         started = time.perf_counter()
         first_text_at: float | None = None
@@ -126,7 +130,7 @@ class EngineClient:
                     if choice.get("finish_reason"):
                         yield _stats(chunk, choice["finish_reason"], started, first_text_at, completion_tokens)
         except (httpx.TransportError, SSEError) as error:
-            raise ConnectionLost(f"The connection to the engine was lost: {error}.", kind="connection") from None
+            raise ConnectionLostError(f"The connection to the engine was lost: {error}.", kind="connection") from None
 
 
 def _sampling_fields(sampling: SamplingOptions) -> dict[str, Any]:
@@ -148,10 +152,11 @@ def _probabilities(logprobs: Any, *, chat: bool) -> list[TokenProbability]:
             )
             for entry in logprobs.get("content") or []
         ]
-    tops = logprobs.get("top_logprobs") or [{}] * len(logprobs.get("tokens", []))
+    tokens = logprobs.get("tokens", [])
+    tops = logprobs.get("top_logprobs") or [{}] * len(tokens)
     return [
         TokenProbability(token, float(logprob), [(alt, float(value)) for alt, value in (top or {}).items()])
-        for token, logprob, top in zip(logprobs.get("tokens", []), logprobs.get("token_logprobs", []), tops)
+        for token, logprob, top in zip(tokens, logprobs.get("token_logprobs", []), tops, strict=True)
     ]
 
 

@@ -7,10 +7,9 @@ request; an engine for another model is stopped before the new one starts, so tw
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
-from localai_app.core.client import ConnectionLost, Delta, EngineClient, ReplyStats, SamplingOptions
+from localai_app.core.client import ConnectionLostError, EngineClient, ReplyStream, SamplingOptions
 from localai_app.core.engine_process import EngineOptions, EngineProcess
 from localai_app.core.errors import EngineError, ModelFileError
 from localai_app.core.library import ModelInfo
@@ -57,9 +56,7 @@ class EngineManager:
             self._client = EngineClient(endpoint.base_url, endpoint.token)
             self._model = model
 
-    def stream(
-        self, model: ModelInfo, prompt: str | list[dict[str, str]], sampling: SamplingOptions
-    ) -> Iterator[Delta | ReplyStats]:
+    def stream(self, model: ModelInfo, prompt: str | list[dict[str, str]], sampling: SamplingOptions) -> ReplyStream:
         """Stream a reply: a string prompt is text completion, a message list is chat. Closing stops it."""
         self.load(model)
         assert self._client is not None
@@ -69,7 +66,7 @@ class EngineManager:
             events = self._client.stream_chat(prompt, sampling)
         try:
             yield from events
-        except ConnectionLost:
+        except ConnectionLostError:
             raise self._explain_loss() from None
         finally:
             events.close()

@@ -70,10 +70,11 @@ class EngineProcess:
         message = self._await_handshake(timeout)
         if message is None or "ready" not in message:
             error = (message or {}).get("error")
-            self._process.wait(timeout=10)
+            fault = self.fault()
+            self.stop()
             if isinstance(error, dict) and "message" in error:
                 raise EngineError(str(error["message"]), kind=str(error.get("kind", "load_failed")))
-            raise EngineError(self.fault().sentence, kind=self.fault().kind)
+            raise EngineError(fault.sentence, kind=fault.kind)
         ready = message["ready"]
         return EngineEndpoint(f"http://127.0.0.1:{int(ready['port'])}", token, dict(ready.get("model", {})))
 
@@ -93,8 +94,9 @@ class EngineProcess:
                 return message
 
     def _read_stdout(self, stream: IO[bytes]) -> None:
-        for line in stream:
-            self._stdout_lines.put(line)
+        with stream:
+            for line in stream:
+                self._stdout_lines.put(line)
         self._stdout_lines.put(b"")  # EOF: the process is gone
 
     def _drain_stderr(self, stream: IO[bytes]) -> None:
@@ -107,6 +109,7 @@ class EngineProcess:
                     log_handle.write(line + "\n")
                     log_handle.flush()
         finally:
+            stream.close()
             if log_handle:
                 log_handle.close()
 
@@ -130,7 +133,7 @@ class EngineProcess:
     def stop(self, grace: float = 3.0) -> None:
         """Close stdin (the engine's signal to exit), then terminate, then kill. Idempotent."""
         process = self._process
-        if process is None or process.poll() is not None:
+        if process is None:
             return
         try:
             if process.stdin:

@@ -73,9 +73,7 @@ def classify_exit(exit_code: int | None, stderr_tail: Sequence[str], model_name:
             exit_code,
         )
     if exit_code is not None and exit_code < 0:
-        return EngineFault(
-            CRASH, f"The engine running {model_name} crashed ({_signal_name(exit_code)}).", exit_code
-        )
+        return EngineFault(CRASH, f"The engine running {model_name} crashed ({_signal_name(exit_code)}).", exit_code)
     if exit_code == 0:
         return EngineFault(STOPPED, f"The engine running {model_name} stopped.", exit_code)
     return EngineFault(CRASH, f"The engine running {model_name} exited unexpectedly (code {exit_code}).", exit_code)

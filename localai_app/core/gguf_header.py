@@ -14,7 +14,7 @@ import mmap
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Union
+from typing import TypeAlias
 
 from localai_app.core.errors import ModelFileError
 
@@ -92,7 +92,7 @@ class SkippedArray:
     length: int
 
 
-Value = Union[int, float, bool, str, list["Value"], SkippedArray, None]
+Value: TypeAlias = int | float | bool | str | list["Value"] | SkippedArray | None
 
 
 @dataclass(frozen=True)

@@ -355,7 +355,6 @@ def _unique_names(models: list[ModelInfo]) -> list[ModelInfo]:
     for model in models:
         key = model.name.casefold()
         seen[key] = seen.get(key, 0) + 1
-        if seen[key] > 1:
-            model = ModelInfo(**{**asdict(model), "name": f"{model.name}-{seen[key]}"})
-        unique.append(model)
+        renamed = {**asdict(model), "name": f"{model.name}-{seen[key]}"}
+        unique.append(ModelInfo(**renamed) if seen[key] > 1 else model)
     return unique

@@ -16,7 +16,7 @@ LICENCE_NAME = "Gemma Terms of Use"
 
 
 def starter_path() -> Path:
-    return Path(sys.prefix) / "share" / "localai-app" / "models" / starter_package.MODEL_NAME
+    return Path(sys.prefix) / "share" / "localai-app" / "models" / str(starter_package.MODEL_NAME)
 
 
 def licence_file() -> Path:

@@ -69,9 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     from localai_app.engine.templates import TemplateError
 
     try:
-        runner = Runner(
-            args.model, context_length=context_length, threads=args.threads, gpu_layers=args.gpu_layers
-        )
+        runner = Runner(args.model, context_length=context_length, threads=args.threads, gpu_layers=args.gpu_layers)
     except TemplateError as error:
         return _fail("bad_file", f"{args.model.name}: {error}", EXIT_LOAD_FAILED)
     except (ValueError, RuntimeError, OSError) as error:

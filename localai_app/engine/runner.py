@@ -132,9 +132,9 @@ class Runner:
         # look-alike special tokens kept as literal text, so user input cannot forge turn markers.
         return self.llama.tokenize(text.encode("utf-8"), add_bos=not rendered_chat, special=rendered_chat)
 
-    def generate(self, prompt_tokens: list[int], sampling: Sampling, cancel: threading.Event) -> Iterator[
-        TextPiece | Finished
-    ]:
+    def generate(
+        self, prompt_tokens: list[int], sampling: Sampling, cancel: threading.Event
+    ) -> Iterator[TextPiece | Finished]:
         """Stream text for `prompt_tokens`. One generation at a time: a second caller waits for the first."""
         context = self.llama.n_ctx()
         if len(prompt_tokens) >= context:

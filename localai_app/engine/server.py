@@ -309,4 +309,3 @@ class _ChatShape(_Shape):
 def create_app(runner: Runner, token: str) -> ASGIApp:
     api = EngineAPI(runner)
     return BearerAuth(Starlette(routes=api.routes()), token)
-

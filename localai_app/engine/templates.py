@@ -32,7 +32,7 @@ class TemplateError(Exception):
 class _IgnoreGenerationTags(jinja2.ext.Extension):
     """Hugging Face templates may wrap assistant turns in `{% generation %}`; it only matters for training."""
 
-    tags = {"generation"}
+    tags = {"generation"}  # noqa: RUF012 (jinja2 declares it as a plain class attribute)
 
     def parse(self, parser: jinja2.parser.Parser) -> list[jinja2.nodes.Node]:
         parser.stream.skip(1)
@@ -48,9 +48,9 @@ class _BoundedEnvironment(ImmutableSandboxedEnvironment):
                 raise TemplateError("the chat template raises a number to a huge power")
             return operator.pow(left, right)
         for sequence, count in ((left, right), (right, left)):
-            if isinstance(sequence, (str, list, tuple)) and isinstance(count, int):
-                if len(sequence) * count > MAX_OUTPUT_CHARS:
-                    raise TemplateError("the chat template builds a value that is too large")
+            repeats = isinstance(sequence, (str, list, tuple)) and isinstance(count, int)
+            if repeats and len(sequence) * count > MAX_OUTPUT_CHARS:
+                raise TemplateError("the chat template builds a value that is too large")
         return operator.mul(left, right)
 
     def call(self, __context: jinja2.runtime.Context, __obj: Any, *args: Any, **kwargs: Any) -> Any:

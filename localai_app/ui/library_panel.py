@@ -24,7 +24,17 @@ from localai_app.core.errors import AppError
 from localai_app.core.library import Library, ModelInfo, format_bytes
 from localai_app.ui.background import run_in_background
 
-COLUMNS = ("Name", "Architecture", "Parameters", "Quantization", "Size", "Context", "Licence", "Chat template", "SHA-256")
+COLUMNS = (
+    "Name",
+    "Architecture",
+    "Parameters",
+    "Quantization",
+    "Size",
+    "Context",
+    "Licence",
+    "Chat template",
+    "SHA-256",
+)
 
 
 def _row_values(model: ModelInfo) -> tuple[str, ...]:
@@ -90,6 +100,10 @@ class LibraryPanel(QWidget):
                 self.table.setItem(row, column, item)
         self.models_changed.emit(models)
 
+    def _done(self, message: str) -> None:
+        self.message.emit(message)
+        self.refresh()
+
     def selected(self) -> ModelInfo | None:
         rows = self.table.selectionModel().selectedRows()
         return self._models[rows[0].row()] if rows else None
@@ -102,7 +116,7 @@ class LibraryPanel(QWidget):
         run_in_background(
             self,
             lambda: self._library.import_file(Path(path), copy=copy),
-            lambda model: (self.message.emit(f"Added {model.name}."), self.refresh()),
+            lambda model: self._done(f"Added {model.name}."),
             self.message.emit,
         )
 
@@ -122,7 +136,7 @@ class LibraryPanel(QWidget):
         run_in_background(
             self,
             lambda: self._library.remove(plan),
-            lambda _: (self.message.emit(f"Removed {model.name}."), self.refresh()),
+            lambda _: self._done(f"Removed {model.name}."),
             self.message.emit,
         )
 
@@ -135,6 +149,6 @@ class LibraryPanel(QWidget):
         run_in_background(
             self,
             lambda: self._library.compute_sha256(model),
-            lambda digest: (self.message.emit(f"SHA-256 of {model.name}: {digest}"), self.refresh()),
+            lambda digest: self._done(f"SHA-256 of {model.name}: {digest}"),
             self.message.emit,
         )

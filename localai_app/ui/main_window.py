@@ -58,12 +58,18 @@ class MainWindow(QMainWindow):
         self.setWindowTitle("localai-app")
         self._paths = paths
         self._settings = settings
-        self._manager = manager
+        self.engine_manager = manager
         self._history: list[dict[str, str]] = []
         self._models: list[ModelInfo] = []
         self._busy = False
         self._pieces = 0
 
+        self._build_widgets(settings, library)
+        self._start_worker(manager)
+        self._connect()
+        self.library_panel.refresh()
+
+    def _build_widgets(self, settings: Settings, library: Library) -> None:
         self.model_picker = QComboBox()
         self.model_picker.setMinimumContentsLength(28)
         self.mode_label = QLabel()
@@ -105,6 +111,21 @@ class MainWindow(QMainWindow):
         buttons.addWidget(self.stop_button)
         input_row.addLayout(buttons)
 
+        sampling = self._build_sampling_row(settings)
+
+        layout = QVBoxLayout()
+        layout.addLayout(top)
+        layout.addWidget(self.mode_label)
+        layout.addWidget(splitter, 1)
+        layout.addWidget(self.error_banner)
+        layout.addLayout(input_row)
+        layout.addLayout(sampling)
+        central = QWidget()
+        central.setLayout(layout)
+        self.setCentralWidget(central)
+        self.resize(1100, 760)
+
+    def _build_sampling_row(self, settings: Settings) -> QHBoxLayout:
         self.temperature = QDoubleSpinBox()
         self.temperature.setRange(0.0, 2.0)
         self.temperature.setSingleStep(0.1)
@@ -124,19 +145,9 @@ class MainWindow(QMainWindow):
             sampling.addWidget(widget)
         sampling.addStretch(1)
         sampling.addWidget(self.stats_label)
+        return sampling
 
-        layout = QVBoxLayout()
-        layout.addLayout(top)
-        layout.addWidget(self.mode_label)
-        layout.addWidget(splitter, 1)
-        layout.addWidget(self.error_banner)
-        layout.addLayout(input_row)
-        layout.addLayout(sampling)
-        central = QWidget()
-        central.setLayout(layout)
-        self.setCentralWidget(central)
-        self.resize(1100, 760)
-
+    def _start_worker(self, manager: EngineManager) -> None:
         self._thread = QThread(self)
         self._thread.setObjectName("engine-worker")
         self.worker = EngineWorker(manager)
@@ -152,13 +163,13 @@ class MainWindow(QMainWindow):
         self.worker.failed.connect(self._on_failed)
         self._thread.start()
 
+    def _connect(self) -> None:
         self.send_button.clicked.connect(self.send)
         self.stop_button.clicked.connect(self.stop)
         self.library_button.toggled.connect(self.library_panel.setVisible)
         self.model_picker.currentIndexChanged.connect(self._on_model_chosen)
         self.library_panel.models_changed.connect(self._set_models)
         self.library_panel.message.connect(lambda text: self.statusBar().showMessage(text, 10000))
-        self.library_panel.refresh()
 
     # -- models ------------------------------------------------------------------------------------------------
 
@@ -192,7 +203,9 @@ class MainWindow(QMainWindow):
         self._history.clear()
         licence = f"Licence: {model.licence or 'unknown'}."
         self.mode_label.setText(
-            f"{COMPLETION_MODE_NOTE} {licence}" if not model.has_chat_template else f"Chat with {model.title}. {licence}"
+            f"{COMPLETION_MODE_NOTE} {licence}"
+            if not model.has_chat_template
+            else f"Chat with {model.title}. {licence}"
         )
         self.mode_label.setStyleSheet("" if model.has_chat_template else "color: #8a5a00; font-weight: bold;")
         self.prompt_box.setPlaceholderText(
@@ -286,7 +299,7 @@ class MainWindow(QMainWindow):
         self._settings.sampling.seed = self.sampling().seed
         save_settings(self._paths.config, self._settings)
         self.worker.request_stop()
-        self._manager.shutdown()  # kills the engine, which also ends a stream the worker may be reading
+        self.engine_manager.shutdown()  # kills the engine, which also ends a stream the worker may be reading
         self._thread.quit()
         self._thread.wait(10_000)
         super().closeEvent(event)

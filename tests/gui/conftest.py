@@ -1,0 +1,31 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from pytestqt.qtbot import QtBot
+
+from localai_app.app import build_window
+from localai_app.core.paths import AppPaths
+from localai_app.core.settings import Settings, save_settings
+from localai_app.ui.main_window import MainWindow
+
+pytestmark = pytest.mark.gui
+
+
+def open_window(qtbot: QtBot, paths: AppPaths, model_name: str) -> MainWindow:
+    settings = Settings(last_model=model_name)
+    save_settings(paths.config, settings)
+    window = build_window(paths)
+    qtbot.addWidget(window)
+    window.show()
+    qtbot.waitUntil(lambda: getattr(window.current_model(), "name", None) == model_name)
+    return window
+
+
+@pytest.fixture
+def close_windows() -> Iterator[list[MainWindow]]:
+    windows: list[MainWindow] = []
+    yield windows
+    for window in windows:
+        window.close()

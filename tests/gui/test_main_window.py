@@ -1,0 +1,121 @@
+"""The window as a user drives it: pick a model, send, watch the reply stream, stop, read the stats."""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+
+import pytest
+from pytestqt.qtbot import QtBot
+
+from localai_app.core.paths import AppPaths
+from localai_app.ui.library_panel import COLUMNS
+from localai_app.ui.main_window import MainWindow
+from tests.fakes.gguf_builder import write_tiny_model
+from tests.gui.conftest import open_window
+
+pytestmark = pytest.mark.gui
+REPLY_TIMEOUT_MS = 60_000
+
+
+def send(qtbot: QtBot, window: MainWindow, text: str) -> None:
+    window.prompt_box.setPlainText(text)
+    window.send_button.click()
+    assert window.stop_button.isEnabled()
+
+
+def test_chat_with_a_template_model_streams_and_shows_stats(
+    qtbot: QtBot, tiny_library_paths: AppPaths, close_windows: list[MainWindow]
+) -> None:
+    window = open_window(qtbot, tiny_library_paths, "tiny-chat")
+    close_windows.append(window)
+    assert "Chat with Tiny Test" in window.mode_label.text()
+    window.max_tokens.setValue(20)
+    send(qtbot, window, "Hello there")
+    qtbot.waitUntil(lambda: bool(window.chat_view.reply_so_far()), timeout=REPLY_TIMEOUT_MS)
+    qtbot.waitUntil(window.send_button.isEnabled, timeout=REPLY_TIMEOUT_MS)
+    assert "tokens/s" in window.stats_label.text() and "first token after" in window.stats_label.text()
+    assert "Hello there" in window.chat_view.toPlainText()
+    assert [turn["role"] for turn in window._history] == ["user", "assistant"]
+
+
+def test_base_model_opens_in_labelled_completion_mode_and_stops(
+    qtbot: QtBot, app_paths: AppPaths, starter_model: Path, close_windows: list[MainWindow]
+) -> None:
+    window = open_window(qtbot, app_paths, "gemma-3-270m-q4_k_m")
+    close_windows.append(window)
+    assert "Text completion" in window.mode_label.text() and "Gemma Terms of Use" in window.mode_label.text()
+    window.max_tokens.setValue(2000)
+    send(qtbot, window, "The history of Rome")
+    qtbot.waitUntil(lambda: bool(window.chat_view.reply_so_far()), timeout=REPLY_TIMEOUT_MS)
+    window.stop_button.click()
+    qtbot.waitUntil(window.send_button.isEnabled, timeout=10_000)
+    assert window.stats_label.text().startswith("Stopped after")
+    assert window.chat_view.reply_so_far()
+
+
+def test_killed_engine_keeps_the_reply_explains_and_recovers(
+    qtbot: QtBot, app_paths: AppPaths, starter_model: Path, close_windows: list[MainWindow]
+) -> None:
+    window = open_window(qtbot, app_paths, "gemma-3-270m-q4_k_m")
+    close_windows.append(window)
+    window.max_tokens.setValue(2000)
+    send(qtbot, window, "Once upon a time")
+    qtbot.waitUntil(lambda: bool(window.chat_view.reply_so_far()), timeout=REPLY_TIMEOUT_MS)
+    qtbot.waitUntil(lambda: len(window.chat_view.reply_so_far()) > 20, timeout=REPLY_TIMEOUT_MS)
+    pid = window.engine_manager.engine_pid
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)
+    qtbot.waitUntil(window.error_banner.isVisible, timeout=REPLY_TIMEOUT_MS)
+    assert "was killed" in window.error_banner.text()
+    assert "Interrupted" in window.chat_view.toPlainText()
+    partial = window.chat_view.reply_so_far()
+    assert partial and partial in window.chat_view.toPlainText()
+
+    window.max_tokens.setValue(5)
+    send(qtbot, window, "A second try")
+    qtbot.waitUntil(window.send_button.isEnabled, timeout=REPLY_TIMEOUT_MS)
+    assert "tokens/s" in window.stats_label.text()
+    assert not window.error_banner.isVisible()
+    assert window.engine_manager.engine_pid not in (None, pid)
+
+
+def test_model_llama_cpp_cannot_load_is_explained_and_app_keeps_working(
+    qtbot: QtBot, tiny_library_paths: AppPaths, close_windows: list[MainWindow]
+) -> None:
+    # A valid header with an architecture llama.cpp does not know: only llama.cpp itself can refuse it.
+    write_tiny_model(tiny_library_paths.models / "strange.gguf", architecture="nonsense")
+    window = open_window(qtbot, tiny_library_paths, "strange")
+    close_windows.append(window)
+    qtbot.waitUntil(window.error_banner.isVisible, timeout=REPLY_TIMEOUT_MS)
+    assert "strange.gguf" in window.error_banner.text()
+    window.model_picker.setCurrentIndex([m.name for m in window._usable()].index("tiny-chat"))
+    window.max_tokens.setValue(3)
+    send(qtbot, window, "hi")
+    qtbot.waitUntil(window.send_button.isEnabled, timeout=REPLY_TIMEOUT_MS)
+    assert "tokens/s" in window.stats_label.text()
+
+
+def test_corrupt_file_is_listed_as_unusable_not_offered(
+    qtbot: QtBot, tiny_library_paths: AppPaths, close_windows: list[MainWindow]
+) -> None:
+    (tiny_library_paths.models / "broken.gguf").write_bytes(b"GGUF\x03\0\0\0" + b"\xff" * 64)
+    window = open_window(qtbot, tiny_library_paths, "tiny-chat")
+    close_windows.append(window)
+    table = window.library_panel.table
+    cells = [[table.item(row, column).text() for column in range(len(COLUMNS))] for row in range(table.rowCount())]  # type: ignore[union-attr]
+    (broken,) = [row for row in cells if row[0] == "broken"]
+    assert "not a usable GGUF file" in broken[COLUMNS.index("SHA-256")]
+    assert "broken" not in [window.model_picker.itemData(i) for i in range(window.model_picker.count())]
+
+
+def test_closing_the_window_leaves_no_engine(qtbot: QtBot, tiny_library_paths: AppPaths) -> None:
+    window = open_window(qtbot, tiny_library_paths, "tiny-chat")
+    qtbot.waitUntil(lambda: window.engine_manager.engine_pid is not None, timeout=REPLY_TIMEOUT_MS)
+    qtbot.waitUntil(lambda: window.engine_manager.loaded_model is not None, timeout=REPLY_TIMEOUT_MS)
+    pid = window.engine_manager.engine_pid
+    assert pid is not None
+    window.close()
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)

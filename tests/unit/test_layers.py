@@ -1,0 +1,16 @@
+"""The GUI process never imports llama_cpp (llama.cpp aborts on bad input; that must only kill the engine)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+
+def test_gui_and_cli_modules_do_not_import_llama_cpp() -> None:
+    code = (
+        "import sys, localai_app.app, localai_app.cli;"
+        "bad = [m for m in sys.modules if m.split('.')[0] == 'llama_cpp' or m.startswith('localai_app.engine')];"
+        "print(bad); sys.exit(1 if bad else 0)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr

@@ -1,0 +1,19 @@
+from __future__ import annotations
+
+import configparser
+import xml.etree.ElementTree as ElementTree
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_desktop_entry_and_appstream_agree_on_the_app_id() -> None:
+    entry = configparser.ConfigParser(interpolation=None)
+    entry.optionxform = str  # type: ignore[assignment,method-assign]
+    entry.read(ROOT / "packaging/linux/io.github.localai_app.desktop")
+    section = entry["Desktop Entry"]
+    assert section["Exec"] == "localai-app" and section["Icon"] == "io.github.localai_app"
+    component = ElementTree.parse(ROOT / "packaging/linux/io.github.localai_app.metainfo.xml").getroot()
+    assert component.findtext("id") == "io.github.localai_app"
+    assert component.findtext("launchable") == "io.github.localai_app.desktop"
+    assert (ROOT / "resources/icons/localai-app.svg").read_text().startswith("<svg")
