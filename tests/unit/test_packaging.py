@@ -1,8 +1,8 @@
 from __future__ import annotations
 
 import configparser
-import xml.etree.ElementTree as ElementTree
 from pathlib import Path
+from xml.etree import ElementTree
 
 ROOT = Path(__file__).resolve().parents[2]
 
