@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from pathlib import Path
+from importlib import resources
 
 from PySide6.QtGui import QIcon
 from PySide6.QtWidgets import QApplication
@@ -15,8 +15,8 @@ from localai_app.core.paths import AppPaths
 from localai_app.core.settings import load_settings
 from localai_app.ui.main_window import MainWindow
 
-RESOURCES = Path(__file__).resolve().parent.parent / "resources"
-ICON = RESOURCES / "icons" / "localai-app.svg"
+# resources/ is installed as the package localai_app.resources (see pyproject.toml), in wheels and editable installs.
+ICON = resources.files("localai_app.resources").joinpath("icons", "localai-app.svg")
 
 
 def build_window(paths: AppPaths) -> MainWindow:

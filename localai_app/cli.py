@@ -12,12 +12,12 @@ import sys
 from pathlib import Path
 
 from localai_app import __version__
-from localai_app.core.client import Delta, SamplingOptions
 from localai_app.core.engine_manager import EngineManager
 from localai_app.core.engine_process import EngineOptions
 from localai_app.core.errors import AppError, EngineError
 from localai_app.core.library import Library, ModelInfo, format_bytes
 from localai_app.core.paths import AppPaths
+from localai_app.core.replies import Delta, SamplingOptions
 from localai_app.core.settings import load_settings
 
 EXIT_OK = 0

@@ -33,6 +33,9 @@ fi
 # llama-cpp-python builds from source (about 5 minutes on 2 cores); pip caches the wheel afterwards.
 CMAKE_BUILD_PARALLEL_LEVEL="${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc 2>/dev/null || echo 2)}" \
   .venv/bin/python -m pip install -q -e ".[test]"
+# pip byte-compiles what it installs, but not an editable project: do it here, so start-up never recompiles the
+# app (measured: ~10 ms of the first frame, and every start where PYTHONDONTWRITEBYTECODE is set).
+.venv/bin/python -m compileall -q localai_app
 .venv/bin/python -m localai_app.core.starter >/dev/null  # assemble the starter model once (checks its SHA-256)
 
 case "$action" in

@@ -5,65 +5,19 @@ It drives the app's own engine process and, unchanged, any remote OpenAI-compati
 
 from __future__ import annotations
 
+import contextlib
 import json
+import socket
+import threading
 import time
-from collections.abc import Generator
-from dataclasses import dataclass, field
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
 from httpx_sse import SSEError, connect_sse
 
-from localai_app.core.errors import EngineError
-
-
-@dataclass(frozen=True)
-class SamplingOptions:
-    max_tokens: int = 512
-    temperature: float = 0.7
-    seed: int | None = None
-    top_logprobs: int | None = None  # None: no probabilities
-
-
-@dataclass(frozen=True)
-class TokenProbability:
-    token: str
-    logprob: float
-    alternatives: list[tuple[str, float]] = field(default_factory=list)
-
-
-@dataclass(frozen=True)
-class Delta:
-    text: str
-    probabilities: list[TokenProbability] = field(default_factory=list)
-
-
-@dataclass(frozen=True)
-class ReplyStats:
-    ttft_ms: float
-    completion_tokens: int
-    prompt_tokens: int
-    tokens_per_second: float
-    finish_reason: str
-    total_ms: float
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "ttft_ms": round(self.ttft_ms, 1),
-            "completion_tokens": self.completion_tokens,
-            "prompt_tokens": self.prompt_tokens,
-            "tokens_per_second": round(self.tokens_per_second, 2),
-            "finish_reason": self.finish_reason,
-            "total_ms": round(self.total_ms, 1),
-        }
-
-
-ReplyStream = Generator["Delta | ReplyStats", None, None]
-"""Text deltas then one ReplyStats; closing it early stops generation on the server."""
-
-
-class ConnectionLostError(EngineError):
-    """The server went away mid-request: for the local engine, ask the supervisor why."""
+from localai_app.core.errors import ConnectionLostError, EngineError
+from localai_app.core.replies import Delta, ReplyStats, ReplyStream, SamplingOptions, TokenProbability
 
 
 class EngineClient:
@@ -73,6 +27,20 @@ class EngineClient:
         self._http = httpx.Client(
             base_url=base_url, headers=headers, timeout=httpx.Timeout(timeout, connect=10.0), trust_env=False
         )
+        self._reading: set[socket.socket] = set()  # sockets of replies being read now, for interrupt()
+        self._reading_lock = threading.Lock()
+
+    def interrupt(self) -> None:
+        """Thread-safe: end every reply being read now, even one still waiting for its first token.
+
+        A reader blocked in a long prompt pass would otherwise only see Stop when the first token arrives. Shutting
+        the socket down makes its read return at once (as a ConnectionLostError) and the server, seeing the client
+        gone, cancels the generation.
+        """
+        with self._reading_lock:
+            for connection in self._reading:
+                with contextlib.suppress(OSError):  # already closed: nothing left to interrupt
+                    connection.shutdown(socket.SHUT_RDWR)
 
     def close(self) -> None:
         self._http.close()
@@ -110,8 +78,12 @@ class EngineClient:
         started = time.perf_counter()
         first_text_at: float | None = None
         completion_tokens = 0
+        finished = False
         try:
-            with connect_sse(self._http, "POST", path, json={**body, "stream": True}) as source:
+            with (
+                connect_sse(self._http, "POST", path, json={**body, "stream": True}) as source,
+                self._registered(source.response),
+            ):
                 _raise_for_status(source.response)
                 for event in source.iter_sse():
                     if event.data == "[DONE]":
@@ -128,9 +100,30 @@ class EngineClient:
                         completion_tokens += max(1, len(probabilities))
                         yield Delta(text or "", probabilities)
                     if choice.get("finish_reason"):
+                        finished = True
                         yield _stats(chunk, choice["finish_reason"], started, first_text_at, completion_tokens)
         except (httpx.TransportError, SSEError) as error:
             raise ConnectionLostError(f"The connection to the engine was lost: {error}.", kind="connection") from None
+        if not finished:
+            # A body that simply ends (HTTP/1.0, or a proxy that closes) is a cut-off reply, not a finished one.
+            raise ConnectionLostError(
+                "The connection to the engine closed before the reply finished.", kind="connection"
+            )
+
+    @contextlib.contextmanager
+    def _registered(self, response: httpx.Response) -> Iterator[None]:
+        stream = response.extensions.get("network_stream")
+        connection = stream.get_extra_info("socket") if stream is not None else None
+        if connection is None:
+            yield
+            return
+        with self._reading_lock:
+            self._reading.add(connection)
+        try:
+            yield
+        finally:
+            with self._reading_lock:
+                self._reading.discard(connection)
 
 
 def _sampling_fields(sampling: SamplingOptions) -> dict[str, Any]:

@@ -8,11 +8,15 @@ from __future__ import annotations
 
 import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from localai_app.core.client import ConnectionLostError, EngineClient, ReplyStream, SamplingOptions
 from localai_app.core.engine_process import EngineOptions, EngineProcess
-from localai_app.core.errors import EngineError, ModelFileError
+from localai_app.core.errors import ConnectionLostError, EngineError, ModelFileError
 from localai_app.core.library import ModelInfo
+from localai_app.core.replies import ReplyStream, SamplingOptions
+
+if TYPE_CHECKING:
+    from localai_app.core.client import EngineClient
 
 
 class EngineManager:
@@ -52,6 +56,10 @@ class EngineManager:
                 raise
             finally:
                 self._starting = None
+            # Imported here, on the loading thread: httpx takes ~170 ms to import, which the GUI's first frame
+            # would otherwise wait for.
+            from localai_app.core.client import EngineClient
+
             self._process = process
             self._client = EngineClient(endpoint.base_url, endpoint.token)
             self._model = model
@@ -70,6 +78,12 @@ class EngineManager:
             raise self._explain_loss() from None
         finally:
             events.close()
+
+    def interrupt(self) -> None:
+        """Thread-safe: end the reply being streamed now, even during its prompt pass (see EngineClient)."""
+        client = self._client
+        if client is not None:
+            client.interrupt()
 
     def _explain_loss(self) -> EngineError:
         """The connection broke: say why the engine died (and forget it, so the next request starts afresh)."""

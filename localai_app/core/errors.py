@@ -21,3 +21,7 @@ class EngineError(AppError):
     def __init__(self, message: str, *, kind: str = "engine") -> None:
         super().__init__(message)
         self.kind = kind
+
+
+class ConnectionLostError(EngineError):
+    """The server went away mid-request: for the local engine, ask the supervisor why."""

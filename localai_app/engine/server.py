@@ -252,7 +252,7 @@ class _CompletionShape(_Shape):
         return {
             "tokens": [entry.token for entry in entries],
             "token_logprobs": [entry.logprob for entry in entries],
-            "top_logprobs": [dict(entry.alternatives) for entry in entries],
+            "top_logprobs": [{alt.token: alt.logprob for alt in entry.alternatives} for entry in entries],
             "text_offset": offsets,
         }
 
@@ -274,10 +274,9 @@ def _chat_logprob(entry: TokenLogprob) -> dict[str, Any]:
     return {
         "token": entry.token,
         "logprob": entry.logprob,
-        "bytes": list(entry.token.encode("utf-8")),
+        "bytes": list(entry.token_bytes),
         "top_logprobs": [
-            {"token": token, "logprob": logprob, "bytes": list(token.encode("utf-8"))}
-            for token, logprob in entry.alternatives
+            {"token": alt.token, "logprob": alt.logprob, "bytes": list(alt.token_bytes)} for alt in entry.alternatives
         ],
     }
 

@@ -10,10 +10,10 @@ import threading
 
 from PySide6.QtCore import QObject, Signal, Slot
 
-from localai_app.core.client import Delta, SamplingOptions
 from localai_app.core.engine_manager import EngineManager
 from localai_app.core.errors import AppError
 from localai_app.core.library import ModelInfo
+from localai_app.core.replies import Delta, SamplingOptions
 
 
 class EngineWorker(QObject):
@@ -32,6 +32,7 @@ class EngineWorker(QObject):
     def request_stop(self) -> None:
         """Thread-safe: called directly from the GUI thread while `generate` runs here."""
         self._stop.set()
+        self._manager.interrupt()  # a reply still in its prompt pass has no token yet to notice the flag at
 
     @Slot(object)
     def load(self, model: ModelInfo) -> None:
@@ -61,7 +62,10 @@ class EngineWorker(QObject):
                 else:
                     self.finished.emit({**event.as_dict(), "stopped": False})
         except AppError as error:
-            self.failed.emit(str(error))
+            if self._stop.is_set():  # the interrupted connection of a stopped reply: not a failure
+                self.finished.emit({"stopped": True})
+            else:
+                self.failed.emit(str(error))
 
     @Slot()
     def shutdown(self) -> None:

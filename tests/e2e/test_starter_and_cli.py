@@ -5,15 +5,17 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
 
-from localai_app.core.client import Delta, ReplyStats, SamplingOptions
 from localai_app.core.engine_manager import EngineManager
 from localai_app.core.engine_process import EngineOptions
+from localai_app.core.errors import EngineError
 from localai_app.core.library import Library
 from localai_app.core.paths import AppPaths
+from localai_app.core.replies import Delta, ReplyStats, SamplingOptions
 
 pytestmark = pytest.mark.starter
 
@@ -47,6 +49,35 @@ def test_starter_streams_stops_and_gives_logprobs(app_paths: AppPaths, starter_m
         assert "Paris" in text or len(text) > 0
         stats = events[-1]
         assert isinstance(stats, ReplyStats) and stats.completion_tokens == 8
+    finally:
+        manager.shutdown()
+
+
+def test_stop_during_a_long_prompt_pass_ends_the_reply_before_its_first_token(
+    app_paths: AppPaths, starter_model: Path
+) -> None:
+    model = Library(app_paths).find("gemma-3-270m-q4_k_m")
+    manager = EngineManager(EngineOptions(context_length=4096, threads=2))
+    prompt = "Every lesson in this course begins with a question about the world. " * 220  # ~3,000 tokens
+    outcome: list[object] = []
+
+    def read() -> None:
+        try:
+            outcome.extend(manager.stream(model, prompt, SamplingOptions(max_tokens=4)))
+        except EngineError as error:
+            outcome.append(error)
+
+    try:
+        manager.load(model)
+        reader = threading.Thread(target=read)
+        reader.start()
+        while reader.is_alive():  # Stop, pressed (again) until the reply is being read and ends
+            manager.interrupt()
+            reader.join(0.05)
+
+        assert len(outcome) == 1 and isinstance(outcome[0], EngineError)  # no token, no stats: cut off
+        after = list(manager.stream(model, "The capital of France is", SamplingOptions(max_tokens=3, seed=1)))
+        assert isinstance(after[-1], ReplyStats) and after[-1].completion_tokens == 3
     finally:
         manager.shutdown()
 

@@ -12,9 +12,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from localai_app.core.client import Delta, EngineClient, ReplyStats, SamplingOptions
+from localai_app.core.client import EngineClient
 from localai_app.core.engine_process import EngineEndpoint, EngineOptions, EngineProcess
 from localai_app.core.errors import EngineError
+from localai_app.core.replies import Delta, ReplyStats, SamplingOptions
 
 
 @pytest.fixture(scope="module")
@@ -171,3 +172,28 @@ def test_a_killed_engine_is_explained(tiny_model: Path) -> None:
     fault = process.fault()
     process.stop()
     assert fault.kind == "killed" and "was killed" in fault.sentence
+
+
+def test_logprob_bytes_are_the_tokens_own_bytes(chat_engine: tuple[EngineProcess, EngineEndpoint]) -> None:
+    """A token can hold part of a UTF-8 character: its text shows U+FFFD, its bytes must be the real ones."""
+    endpoint = chat_engine[1]
+    response = httpx.post(
+        endpoint.base_url + "/v1/chat/completions",
+        headers={"Authorization": f"Bearer {endpoint.token}"},
+        json={
+            "messages": [{"role": "user", "content": "Grüße, café, 東京"}],
+            "max_tokens": 48,
+            "temperature": 1.5,
+            "seed": 7,
+            "logprobs": True,
+            "top_logprobs": 2,
+        },
+    )
+    choice = response.json()["choices"][0]
+    entries = choice["logprobs"]["content"]
+    joined = b"".join(bytes(entry["bytes"]) for entry in entries)
+    assert any(byte >= 0x80 for byte in joined), "the sample should include bytes of multi-byte characters"
+    assert joined.decode("utf-8", errors="replace") == choice["message"]["content"]
+    for entry in entries:
+        for alternative in entry["top_logprobs"]:
+            assert bytes(alternative["bytes"]).decode("utf-8", errors="replace") == alternative["token"]

@@ -54,6 +54,17 @@ def test_base_model_opens_in_labelled_completion_mode_and_stops(
     assert window.stats_label.text().startswith("Stopped after")
     assert window.chat_view.reply_so_far()
 
+    # Stop also ends a reply still in its prompt pass, which has no token yet to notice it at.
+    send(qtbot, window, "Every lesson in this course begins with a question about the world. " * 220)
+
+    def press_stop_until_idle() -> bool:  # until the reply is being read, a press has nothing to end yet
+        window.stop_button.click()
+        return window.send_button.isEnabled()
+
+    qtbot.waitUntil(press_stop_until_idle, timeout=10_000)
+    assert window.stats_label.text() == "Stopped after 0 tokens."
+    assert not window.error_banner.isVisible()
+
 
 def test_killed_engine_keeps_the_reply_explains_and_recovers(
     qtbot: QtBot, app_paths: AppPaths, starter_model: Path, close_windows: list[MainWindow]

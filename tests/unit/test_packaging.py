@@ -4,6 +4,8 @@ import configparser
 from pathlib import Path
 from xml.etree import ElementTree
 
+from localai_app.app import ICON
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -16,4 +18,8 @@ def test_desktop_entry_and_appstream_agree_on_the_app_id() -> None:
     component = ElementTree.parse(ROOT / "packaging/linux/io.github.localai_app.metainfo.xml").getroot()
     assert component.findtext("id") == "io.github.localai_app"
     assert component.findtext("launchable") == "io.github.localai_app.desktop"
-    assert (ROOT / "resources/icons/localai-app.svg").read_text().startswith("<svg")
+
+
+def test_the_icon_is_found_as_an_installed_resource() -> None:
+    """resources/ is mapped into the package, so a wheel install finds it as an editable one does."""
+    assert ICON.read_text().startswith("<svg")

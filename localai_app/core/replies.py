@@ -1,0 +1,55 @@
+"""What a reply is made of, for every caller of the engine protocol: options in, text deltas and stats out.
+
+Kept apart from the HTTP client so the GUI can name these types without importing httpx at start-up.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class SamplingOptions:
+    max_tokens: int = 512
+    temperature: float = 0.7
+    seed: int | None = None
+    top_logprobs: int | None = None  # None: no probabilities
+
+
+@dataclass(frozen=True)
+class TokenProbability:
+    token: str
+    logprob: float
+    alternatives: list[tuple[str, float]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Delta:
+    text: str
+    probabilities: list[TokenProbability] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class ReplyStats:
+    ttft_ms: float
+    completion_tokens: int
+    prompt_tokens: int
+    tokens_per_second: float
+    finish_reason: str
+    total_ms: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "ttft_ms": round(self.ttft_ms, 1),
+            "completion_tokens": self.completion_tokens,
+            "prompt_tokens": self.prompt_tokens,
+            "tokens_per_second": round(self.tokens_per_second, 2),
+            "finish_reason": self.finish_reason,
+            "total_ms": round(self.total_ms, 1),
+        }
+
+
+ReplyStream = Generator["Delta | ReplyStats", None, None]
+"""Text deltas then one ReplyStats; closing it early stops generation on the server."""

@@ -1,0 +1,1 @@
+"""Icons, styles and catalogs the app ships; installed as the package localai_app.resources."""
