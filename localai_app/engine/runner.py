@@ -211,27 +211,28 @@ class Runner:
         )
 
     def _prefill(self, prompt_tokens: list[int], cancel: threading.Event) -> bool:
-        """Evaluate all but the last prompt token in chunks, checking Stop between them. False: cancelled.
+        """Evaluate the prompt in chunks, checking Stop between them. False: cancelled.
 
         llama-cpp-python's generate() evaluates the whole prompt in one call that nothing can interrupt, so a long
-        prompt would keep Stop waiting for many seconds. Its prefix match then finds these tokens in the cache and
-        evaluates only the last one.
+        prompt would keep Stop waiting for many seconds. Evaluated here, the prompt is then "already cached" for
+        generate(), which samples the first token straight from these logits, with no extra decode step.
         """
         llama = self.llama
-        head = prompt_tokens[:-1]
         cached = 0
-        for have, want in zip(llama.input_ids[: llama.n_tokens], head, strict=False):
+        for have, want in zip(llama.input_ids[: llama.n_tokens], prompt_tokens, strict=False):
             if have != want:
                 break
             cached += 1
+        if cached == len(prompt_tokens) and (llama.n_tokens != cached or llama._requires_eval):
+            cached -= 1  # the prompt is cached but the current logits belong to a later position: redo the last
         if cached < llama.n_tokens and not llama._ctx.kv_cache_seq_rm(-1, cached, -1):
             # This model's cache cannot drop just a tail (recurrent models); eval() from position 0 clears it all.
             cached = 0
         llama.n_tokens = cached
-        for start in range(cached, len(head), PREFILL_CHUNK):
+        for start in range(cached, len(prompt_tokens), PREFILL_CHUNK):
             if cancel.is_set():
                 return False
-            llama.eval(head[start : start + PREFILL_CHUNK])
+            llama.eval(prompt_tokens[start : start + PREFILL_CHUNK])
         return not cancel.is_set()
 
     def _logprob_of(self, token: int, piece: bytes, top: int) -> TokenLogprob:
