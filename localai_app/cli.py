@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from localai_app import __version__
+from localai_app.core import hardware
 from localai_app.core.engine_manager import EngineManager
 from localai_app.core.engine_process import EngineOptions
 from localai_app.core.errors import AppError, EngineError
@@ -37,6 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
     add = commands.add_parser("import", help="add a GGUF file to the library")
     add.add_argument("path", type=Path)
     add.add_argument("--reference", action="store_true", help="use the file where it is instead of copying it")
+
+    hardware = commands.add_parser("hw", help="describe this machine and the llama.cpp build")
+    hardware.add_argument("--json", action="store_true", help="print JSON instead of text")
 
     chat = commands.add_parser("chat", help="stream a reply from a model to stdout")
     chat.add_argument("model", help="a library name or a path to a .gguf file")
@@ -67,6 +71,8 @@ def main(argv: list[str] | None = None) -> int:
             model = Library(paths).import_file(args.path, copy=not args.reference)
             print(f"Added {model.name} ({format_bytes(model.file_size)}).")
             return EXIT_OK
+        if args.command == "hw":
+            return describe_hardware(as_json=args.json)
         return chat(paths, args)
     except EngineError as error:
         print(f"localai-app: {error}", file=sys.stderr)
@@ -95,6 +101,40 @@ def list_models(library: Library, *, as_json: bool) -> int:
             f"{format_bytes(model.file_size)}  ctx {model.context_length}  {model.licence or 'licence unknown'}  "
             f"{mode}  [{model.source}]"
         )
+    return EXIT_OK
+
+
+def describe_hardware(*, as_json: bool) -> int:
+    machine = hardware.detect()
+    if as_json:
+        print(json.dumps(machine.as_json(), indent=2))
+        return EXIT_OK
+    print(
+        f"CPU       {machine.cpu_model} ({machine.machine}), {machine.physical_cores} cores / "
+        f"{machine.logical_cores} threads"
+    )
+    print(f"          {', '.join(machine.instruction_sets) or 'no SIMD extensions llama.cpp uses'}")
+    total, available = format_bytes(machine.total_ram_bytes), format_bytes(machine.available_ram_bytes)
+    print(f"Memory    {total} total, {available} available")
+    for gpu in machine.gpus:
+        memory = (
+            "shares system memory"
+            if gpu.unified_memory
+            else (
+                f"{format_bytes(gpu.total_bytes)} total, {format_bytes(gpu.free_bytes)} free"
+                if gpu.total_bytes is not None and gpu.free_bytes is not None
+                else "memory unknown"
+            )
+        )
+        print(f"GPU       {gpu.name} ({gpu.vendor}), {memory}")
+    if not machine.gpus:
+        print("GPU       none found")
+    if machine.build is not None:
+        build = machine.build
+        offload = "can offload to a GPU" if build.gpu_offload else "CPU only"
+        print(f"llama.cpp llama-cpp-python {build.llama_cpp_python}: {', '.join(build.backends)} ({offload})")
+    for note in machine.notes:
+        print(f"Note      {note}")
     return EXIT_OK
 
 

@@ -39,13 +39,28 @@ def _exit_when_stdin_closes() -> None:
     os._exit(0)  # the parent is gone or asked us to stop: nothing here is worth a slow, orderly shutdown
 
 
+def _probe() -> int:
+    """One JSON line describing the build: core/hardware.py parses it (the GUI process never loads llama.cpp)."""
+    import llama_cpp
+
+    system_info = llama_cpp.llama_print_system_info().decode("utf-8", errors="replace")
+    offload = bool(llama_cpp.llama_supports_gpu_offload())
+    _say({"probe": {"system_info": system_info, "gpu_offload": offload, "version": llama_cpp.__version__}})
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m localai_app.engine")
-    parser.add_argument("--model", required=True, type=Path)
+    parser.add_argument("--model", type=Path)
     parser.add_argument("--context-length", type=int, default=4096)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--gpu-layers", type=int, default=0)
+    parser.add_argument("--probe", action="store_true", help="print what this llama.cpp build supports, then exit")
     args = parser.parse_args(argv)
+    if args.probe:
+        return _probe()
+    if args.model is None:
+        parser.error("--model is required")
     token = os.environ.pop(TOKEN_VARIABLE, "")
     if not token:
         return _fail("usage", f"{TOKEN_VARIABLE} must be set", EXIT_BAD_REQUEST)
