@@ -130,3 +130,21 @@ def test_closing_the_window_leaves_no_engine(qtbot: QtBot, tiny_library_paths: A
     window.close()
     with pytest.raises(ProcessLookupError):
         os.kill(pid, 0)
+
+
+def test_a_model_deleted_while_loaded_is_explained_and_the_chat_kept(
+    qtbot: QtBot, tiny_library_paths: AppPaths, close_windows: list[MainWindow]
+) -> None:
+    window = open_window(qtbot, tiny_library_paths, "tiny-chat")
+    close_windows.append(window)
+    window.max_tokens.setValue(5)
+    send(qtbot, window, "First question")
+    qtbot.waitUntil(window.send_button.isEnabled, timeout=REPLY_TIMEOUT_MS)
+
+    (tiny_library_paths.models / "tiny-chat.gguf").unlink()
+    window.engine_manager.shutdown()  # the engine had the file mapped; a fresh one must open it again
+    send(qtbot, window, "Second question")
+    qtbot.waitUntil(window.send_button.isEnabled, timeout=REPLY_TIMEOUT_MS)
+
+    assert "no longer exists" in window.error_banner.text() and window.error_banner.isVisible()
+    assert "First question" in window.chat_view.toPlainText()
