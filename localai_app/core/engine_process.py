@@ -1,4 +1,4 @@
-"""Starts and supervises one engine child process. The only code that spawns it.
+"""Starts and supervises one engine child process. The only code that spawns it (also for `--probe`).
 
 The child gets its token through the environment, reports its port in one JSON line on stdout, and exits when
 its stdin closes. Its stderr is drained all the time (a full pipe would block llama.cpp) into the log file and a
@@ -28,6 +28,22 @@ log = logging.getLogger(__name__)
 
 TOKEN_VARIABLE = "LOCALAI_ENGINE_TOKEN"
 STDERR_MEMORY_LINES = 200
+ENGINE_COMMAND = (sys.executable, "-m", "localai_app.engine")
+
+
+def probe_engine(timeout: float) -> dict[str, Any]:
+    """Run `engine --probe` once and return its report of what this llama.cpp build supports."""
+    try:
+        result = subprocess.run(
+            [*ENGINE_COMMAND, "--probe"], capture_output=True, text=True, timeout=timeout, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired) as error:
+        raise EngineError(f"Could not ask llama.cpp what it supports: {error}.", kind="probe") from None
+    try:
+        report: dict[str, Any] = json.loads(result.stdout.strip().splitlines()[-1])["probe"]
+    except (IndexError, KeyError, ValueError):
+        raise EngineError(f"llama.cpp did not describe itself (exit code {result.returncode}).", kind="probe") from None
+    return report
 
 
 @dataclass(frozen=True)
@@ -56,7 +72,7 @@ class EngineProcess:
     def start(self, timeout: float = 120.0) -> EngineEndpoint:
         """Spawn the engine and wait for its handshake. Blocks: call it off the GUI thread."""
         token = secrets.token_urlsafe(32)
-        command = [sys.executable, "-m", "localai_app.engine", "--model", str(self.model_path)]
+        command = [*ENGINE_COMMAND, "--model", str(self.model_path)]
         command += ["--context-length", str(self.options.context_length), "--gpu-layers", str(self.options.gpu_layers)]
         if self.options.threads:
             command += ["--threads", str(self.options.threads)]

@@ -8,7 +8,6 @@ loads llama.cpp.
 
 from __future__ import annotations
 
-import json
 import platform
 import shutil
 import subprocess
@@ -19,6 +18,7 @@ from typing import Any
 
 import psutil
 
+from localai_app.core.engine_process import probe_engine
 from localai_app.core.errors import EngineError
 
 # The CPU features llama.cpp's kernels choose between, in the names /proc/cpuinfo uses and the names we show.
@@ -35,7 +35,7 @@ _X86_FEATURES = {
 }
 _ARM_FEATURES = {"asimd": "NEON", "asimddp": "NEON dot product", "sve": "SVE", "i8mm": "I8MM"}
 PROBE_TIMEOUT_S = 60.0
-NVIDIA_SMI_TIMEOUT_S = 10.0
+TOOL_TIMEOUT_S = 10.0  # nvidia-smi, sysctl
 
 
 @dataclass(frozen=True)
@@ -91,9 +91,10 @@ def parse_cpuinfo(text: str) -> tuple[str, set[str]]:
 
 def instruction_sets(flags: set[str], machine: str) -> tuple[str, ...]:
     """The instruction sets that matter to llama.cpp, in display names, from a CPU's flags."""
-    if machine.lower() in ("arm64", "aarch64") and not flags:
+    arm = machine.lower() in ("arm64", "aarch64")
+    if arm and not flags:
         return ("NEON",)  # every 64-bit ARM CPU has it; macOS has no /proc/cpuinfo to say so
-    table = _ARM_FEATURES if machine.lower() in ("arm64", "aarch64") else _X86_FEATURES
+    table = _ARM_FEATURES if arm else _X86_FEATURES
     return tuple(name for flag, name in table.items() if flag in flags)
 
 
@@ -147,7 +148,7 @@ def _cpu_model_and_flags(machine: str) -> tuple[str, set[str]]:
     return platform.processor() or machine, set()
 
 
-def _run(command: list[str], timeout: float = NVIDIA_SMI_TIMEOUT_S) -> str | None:
+def _run(command: list[str], timeout: float = TOOL_TIMEOUT_S) -> str | None:
     if shutil.which(command[0]) is None:
         return None
     try:
@@ -172,20 +173,7 @@ def _gpus(machine: str, total_ram: int, notes: list[str]) -> list[GPU]:
 
 def probe_build(timeout: float = PROBE_TIMEOUT_S) -> BuildInfo:
     """Ask a short-lived engine process what this llama-cpp-python build supports."""
-    try:
-        result = subprocess.run(
-            [sys.executable, "-m", "localai_app.engine", "--probe"],
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-        )
-    except (OSError, subprocess.TimeoutExpired) as error:
-        raise EngineError(f"Could not ask llama.cpp what it supports: {error}.", kind="probe") from None
-    try:
-        report = json.loads(result.stdout.strip().splitlines()[-1])["probe"]
-    except (IndexError, KeyError, ValueError):
-        raise EngineError(f"llama.cpp did not describe itself (exit code {result.returncode}).", kind="probe") from None
+    report = probe_engine(timeout)
     backends, cpu_features = parse_system_info(report["system_info"])
     return BuildInfo(backends, bool(report["gpu_offload"]), cpu_features, str(report["version"]))
 

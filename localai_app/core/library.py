@@ -11,7 +11,7 @@ import json
 import logging
 import re
 import shutil
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -355,6 +355,5 @@ def _unique_names(models: list[ModelInfo]) -> list[ModelInfo]:
     for model in models:
         key = model.name.casefold()
         seen[key] = seen.get(key, 0) + 1
-        renamed = {**asdict(model), "name": f"{model.name}-{seen[key]}"}
-        unique.append(ModelInfo(**renamed) if seen[key] > 1 else model)
+        unique.append(replace(model, name=f"{model.name}-{seen[key]}") if seen[key] > 1 else model)
     return unique
