@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -8,6 +9,9 @@ import pytest
 from localai_app.core import starter
 from localai_app.core.paths import AppPaths
 from tests.fakes.gguf_builder import CHATML_TEMPLATE, write_tiny_model
+
+# Qt aborts without a display; a plain `pytest` (not only packaging/setup.sh) must work headless too.
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
 
 @pytest.fixture(scope="session")

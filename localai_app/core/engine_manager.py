@@ -28,6 +28,7 @@ class EngineManager:
         self._model: ModelInfo | None = None
         self._starting: EngineProcess | None = None  # reachable without the lock, so shutdown can end a slow load
         self._lock = threading.Lock()
+        self._interrupted = threading.Event()  # the current reply's broken connection is Stop, not a fault
 
     @property
     def loaded_model(self) -> ModelInfo | None:
@@ -68,6 +69,7 @@ class EngineManager:
         """Stream a reply: a string prompt is text completion, a message list is chat. Closing stops it."""
         self.load(model)
         assert self._client is not None
+        self._interrupted.clear()
         if isinstance(prompt, str):
             events = self._client.stream_completion(prompt, sampling)
         else:
@@ -75,12 +77,15 @@ class EngineManager:
         try:
             yield from events
         except ConnectionLostError:
+            if self._interrupted.is_set():
+                raise EngineError("Stopped.", kind="stopped") from None
             raise self._explain_loss() from None
         finally:
             events.close()
 
     def interrupt(self) -> None:
         """Thread-safe: end the reply being streamed now, even during its prompt pass (see EngineClient)."""
+        self._interrupted.set()
         client = self._client
         if client is not None:
             client.interrupt()
@@ -91,7 +96,7 @@ class EngineManager:
             process = self._process
             if process is None:
                 return EngineError("The engine stopped.", kind="stopped")
-            if process.is_alive():
+            if process.is_alive(settle=2.0):  # a killed engine's socket closes a moment before its exit shows
                 return EngineError("The connection to the engine was lost.", kind="connection")
             fault = process.fault()
             self._stop_locked()

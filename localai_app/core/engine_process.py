@@ -133,8 +133,19 @@ class EngineProcess:
     def pid(self) -> int | None:
         return self._process.pid if self._process else None
 
-    def is_alive(self) -> bool:
-        return self._process is not None and self._process.poll() is None
+    def is_alive(self, settle: float = 0.0) -> bool:
+        """Whether the engine still runs, waiting up to `settle` seconds for it to exit.
+
+        A killed process closes its sockets before the kernel reports its exit, so a caller that just saw the
+        connection break gives it a moment to settle before concluding the engine is still there.
+        """
+        if self._process is None:
+            return False
+        try:
+            self._process.wait(timeout=settle)
+        except subprocess.TimeoutExpired:
+            return True
+        return False
 
     def fault(self) -> EngineFault:
         """Why the engine is gone. Waits briefly for its exit status and last stderr lines."""

@@ -168,7 +168,9 @@ def test_a_killed_engine_is_explained(tiny_model: Path) -> None:
     process = EngineProcess(tiny_model, EngineOptions(threads=1))
     process.start()
     assert process.pid is not None
+    assert process.is_alive(settle=0.2)  # still running: waits the whole settle time, then says so
     os.kill(process.pid, signal.SIGKILL)
+    assert not process.is_alive(settle=5.0)  # the exit shows within the settle time, not only after it
     fault = process.fault()
     process.stop()
     assert fault.kind == "killed" and "was killed" in fault.sentence
