@@ -8,8 +8,7 @@ from importlib import resources
 from PySide6.QtGui import QIcon
 from PySide6.QtWidgets import QApplication
 
-from localai_app.core.engine_manager import EngineManager
-from localai_app.core.engine_process import EngineOptions
+from localai_app.core.engine_manager import manager_for
 from localai_app.core.library import Library
 from localai_app.core.paths import AppPaths
 from localai_app.core.settings import load_settings
@@ -21,11 +20,7 @@ ICON = resources.files("localai_app.resources").joinpath("icons", "localai-app.s
 
 def build_window(paths: AppPaths) -> MainWindow:
     settings = load_settings(paths.config)
-    manager = EngineManager(
-        EngineOptions(context_length=settings.context_length, threads=settings.threads),
-        log_file=paths.logs / "engine.log",
-    )
-    return MainWindow(paths, settings, Library(paths), manager)
+    return MainWindow(paths, settings, Library(paths), manager_for(paths, settings.overrides()))
 
 
 def run_gui(paths: AppPaths) -> int:

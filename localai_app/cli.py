@@ -13,9 +13,10 @@ from pathlib import Path
 
 from localai_app import __version__
 from localai_app.core import hardware
-from localai_app.core.engine_manager import EngineManager
-from localai_app.core.engine_process import EngineOptions
+from localai_app.core.advice import advise_here
+from localai_app.core.engine_manager import manager_for
 from localai_app.core.errors import AppError, EngineError
+from localai_app.core.estimate import Overrides
 from localai_app.core.library import Library, ModelInfo, format_bytes
 from localai_app.core.paths import AppPaths
 from localai_app.core.replies import Delta, SamplingOptions
@@ -42,14 +43,43 @@ def build_parser() -> argparse.ArgumentParser:
     hardware = commands.add_parser("hw", help="describe this machine and the llama.cpp build")
     hardware.add_argument("--json", action="store_true", help="print JSON instead of text")
 
+    fit = commands.add_parser("fit", help="will a model fit in memory here, with which settings, how fast")
+    fit.add_argument("model", help="a library name or a path to a .gguf file")
+    _add_load_options(fit)
+    fit.add_argument("--json", action="store_true", help="print JSON instead of text")
+
     chat = commands.add_parser("chat", help="stream a reply from a model to stdout")
     chat.add_argument("model", help="a library name or a path to a .gguf file")
     chat.add_argument("prompt")
     chat.add_argument("--max-tokens", type=int, default=None)
     chat.add_argument("--temperature", type=float, default=None)
     chat.add_argument("--seed", type=int, default=None)
+    _add_load_options(chat)
+    chat.add_argument("--force", action="store_true", help="load even when the model is estimated not to fit")
     chat.add_argument("--stats", action="store_true", help="print one JSON line of statistics to stderr")
     return parser
+
+
+def _add_load_options(command: argparse.ArgumentParser) -> None:
+    command.add_argument("--ctx", type=int, default=None, help="context length in tokens (default: what fits)")
+    command.add_argument("--threads", type=int, default=None, help="CPU threads (default: physical cores)")
+    command.add_argument("--gpu-layers", type=int, default=None, help="layers on the GPU (default: what fits)")
+
+
+def _overrides(args: argparse.Namespace, saved: Overrides) -> Overrides:
+    """Command-line values over the saved settings; each must be sensible."""
+    for flag, value, lowest in (
+        ("--ctx", args.ctx, 1),
+        ("--threads", args.threads, 1),
+        ("--gpu-layers", args.gpu_layers, 0),
+    ):
+        if value is not None and value < lowest:
+            raise AppError(f"{flag} must be at least {lowest}.")
+    return Overrides(
+        context=args.ctx if args.ctx is not None else saved.context,
+        threads=args.threads if args.threads is not None else saved.threads,
+        gpu_layers=args.gpu_layers if args.gpu_layers is not None else saved.gpu_layers,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -73,6 +103,8 @@ def main(argv: list[str] | None = None) -> int:
             return EXIT_OK
         if args.command == "hw":
             return describe_hardware(as_json=args.json)
+        if args.command == "fit":
+            return describe_fit(paths, args)
         return chat(paths, args)
     except EngineError as error:
         print(f"localai-app: {error}", file=sys.stderr)
@@ -137,6 +169,21 @@ def _gpu_memory(gpu: hardware.GPU) -> str:
     return f"{format_bytes(gpu.total_bytes)} total, {format_bytes(gpu.free_bytes)} free"
 
 
+def describe_fit(paths: AppPaths, args: argparse.Namespace) -> int:
+    model = Library(paths).find(args.model)
+    overrides = _overrides(args, load_settings(paths.config).overrides())
+    if model.shape is None:
+        raise AppError(f"{model.name}'s header does not describe its layers, so its memory cannot be estimated.")
+    advice = advise_here(model.shape, hardware.detect(cache_dir=paths.cache), paths, overrides)
+    if args.json:
+        print(json.dumps({"model": model.name, **advice.as_json()}, indent=2))
+    else:
+        print(model.name)
+        for line in advice.lines():
+            print(f"  {line}")
+    return EXIT_OK
+
+
 def chat(paths: AppPaths, args: argparse.Namespace) -> int:
     if args.max_tokens is not None and args.max_tokens < 1:
         raise AppError("--max-tokens must be at least 1.")
@@ -150,12 +197,9 @@ def chat(paths: AppPaths, args: argparse.Namespace) -> int:
     prompt = prompt_for(model, args.prompt)
     if isinstance(prompt, str):
         print(f"({model.name} has no chat template: text completion)", file=sys.stderr)
-    manager = EngineManager(
-        EngineOptions(context_length=settings.context_length, threads=settings.threads),
-        log_file=paths.logs / "engine.log",
-    )
+    manager = manager_for(paths, _overrides(args, settings.overrides()))
     try:
-        for event in manager.stream(model, prompt, sampling):
+        for event in manager.stream(model, prompt, sampling, insist=args.force):
             if isinstance(event, Delta):
                 sys.stdout.write(event.text)
                 sys.stdout.flush()

@@ -7,22 +7,63 @@ request; an engine for another model is stopped before the new one starts, so tw
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import psutil
+
+from localai_app.core import hardware
 from localai_app.core.engine_process import EngineOptions, EngineProcess
-from localai_app.core.errors import ConnectionLostError, EngineError, ModelFileError
+from localai_app.core.errors import ConnectionLostError, EngineError, ModelFileError, WontFitError
+from localai_app.core.estimate import WONT_FIT, LoadPlan, Overrides, plan_load, ways_out
 from localai_app.core.library import ModelInfo
-from localai_app.core.replies import ReplyStream, SamplingOptions
+from localai_app.core.paths import AppPaths
+from localai_app.core.replies import ReplyStats, ReplyStream, SamplingOptions
+
+# Learns from a finished reply (its speed) and returns notes for the user; see advice.learn_from_reply.
+ReplyLearner = Callable[[ModelInfo, LoadPlan, hardware.Hardware, ReplyStats], list[str]]
 
 if TYPE_CHECKING:
     from localai_app.core.client import EngineClient
 
 
+# A model whose header lacks what the estimate needs still loads, with these.
+FALLBACK_CONTEXT = 4096
+
+
+def manager_for(paths: AppPaths, overrides: Overrides) -> EngineManager:
+    """The manager the GUI and CLI use: this machine as it is at each load, the engine's log in the logs dir."""
+    from localai_app.core.advice import learn_from_reply
+
+    def learn(model: ModelInfo, plan: LoadPlan, machine: hardware.Hardware, stats: ReplyStats) -> list[str]:
+        return learn_from_reply(paths, machine=machine, model=model, plan=plan, stats=stats)
+
+    return EngineManager(
+        overrides,
+        machine=lambda: hardware.detect(cache_dir=paths.cache),
+        log_file=paths.logs / "engine.log",
+        learn=learn,
+    )
+
+
 class EngineManager:
-    def __init__(self, options: EngineOptions, *, log_file: Path | None = None) -> None:
-        self.options = options
+    def __init__(
+        self,
+        overrides: Overrides,
+        *,
+        machine: Callable[[], hardware.Hardware],
+        log_file: Path | None = None,
+        learn: ReplyLearner | None = None,
+    ) -> None:
+        """`machine` reads the hardware as it is now (free memory changes); called at every load."""
+        self.overrides = overrides
+        self._machine = machine
         self._log_file = log_file
+        self._learn = learn
+        self.last_plan: LoadPlan | None = None  # what the latest load chose and why
+        self._load_machine: hardware.Hardware | None = None  # the hardware as read for that load
         self._process: EngineProcess | None = None
         self._client: EngineClient | None = None
         self._model: ModelInfo | None = None
@@ -38,17 +79,22 @@ class EngineManager:
     def engine_pid(self) -> int | None:
         return self._process.pid if self._process is not None else None
 
-    def load(self, model: ModelInfo) -> None:
-        """Make sure an engine is running `model`. Blocks for the load: call it off the GUI thread."""
+    def load(self, model: ModelInfo, *, insist: bool = False) -> None:
+        """Make sure an engine is running `model`. Blocks for the load: call it off the GUI thread.
+
+        Settings the user left open are chosen to fit; a load that would not fit raises WontFitError with the
+        numbers and ways out, unless `insist`.
+        """
         with self._lock:
             if self.loaded_model is not None and self.loaded_model.path == model.path:
                 return
-            self._stop_locked()
             if not model.path.exists():
                 raise ModelFileError(f"{model.path} no longer exists; it was moved or deleted.")
             if model.problem:
                 raise ModelFileError(model.problem)
-            process = EngineProcess(model.path, self.options, log_file=self._log_file)
+            options = self._options_for(model, insist=insist)
+            self._stop_locked()
+            process = EngineProcess(model.path, options, log_file=self._log_file)
             self._starting = process
             try:
                 endpoint = process.start()
@@ -65,9 +111,43 @@ class EngineManager:
             self._client = EngineClient(endpoint.base_url, endpoint.token)
             self._model = model
 
-    def stream(self, model: ModelInfo, prompt: str | list[dict[str, str]], sampling: SamplingOptions) -> ReplyStream:
+    def _options_for(self, model: ModelInfo, *, insist: bool) -> EngineOptions:
+        wanted = self.overrides
+        if model.shape is None:
+            self.last_plan = None
+            return EngineOptions(wanted.context or FALLBACK_CONTEXT, wanted.threads, wanted.gpu_layers or 0)
+        machine = self._machine()
+        self._load_machine = machine
+        # The engine now running is stopped before the new one starts: its memory counts as free.
+        plan = plan_load(model.shape, machine, wanted, reclaimable_ram=self._engine_resident_bytes())
+        self.last_plan = plan
+        if plan.verdict.level == WONT_FIT and not insist:
+            options = "; ".join(ways_out(model.shape, plan, machine, model.quantization))
+            raise WontFitError(
+                f"{model.name} will not fit: it {plan.verdict.sentence} (context {plan.context:,} tokens, "
+                f"{plan.gpu_layers} GPU layers). Try {options}. Loading anyway may freeze this computer."
+            )
+        return EngineOptions(plan.context, plan.threads, plan.gpu_layers)
+
+    def _engine_resident_bytes(self) -> int:
+        pid = self.engine_pid
+        if pid is None:
+            return 0
+        try:
+            return int(psutil.Process(pid).memory_info().rss)
+        except psutil.Error:
+            return 0
+
+    def stream(
+        self,
+        model: ModelInfo,
+        prompt: str | list[dict[str, str]],
+        sampling: SamplingOptions,
+        *,
+        insist: bool = False,
+    ) -> ReplyStream:
         """Stream a reply: a string prompt is text completion, a message list is chat. Closing stops it."""
-        self.load(model)
+        self.load(model, insist=insist)
         assert self._client is not None
         self._interrupted.clear()
         if isinstance(prompt, str):
@@ -75,13 +155,20 @@ class EngineManager:
         else:
             events = self._client.stream_chat(prompt, sampling)
         try:
-            yield from events
+            for event in events:
+                yield self._with_lessons(model, event) if isinstance(event, ReplyStats) else event
         except ConnectionLostError:
             if self._interrupted.is_set():
                 raise EngineError("Stopped.", kind="stopped") from None
             raise self._explain_loss() from None
         finally:
             events.close()
+
+    def _with_lessons(self, model: ModelInfo, stats: ReplyStats) -> ReplyStats:
+        plan, machine = self.last_plan, self._load_machine
+        if self._learn is None or plan is None or machine is None:
+            return stats
+        return replace(stats, notes=(*stats.notes, *self._learn(model, plan, machine, stats)))
 
     def interrupt(self) -> None:
         """Thread-safe: end the reply being streamed now, even during its prompt pass (see EngineClient)."""

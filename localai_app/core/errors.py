@@ -25,3 +25,7 @@ class EngineError(AppError):
 
 class ConnectionLostError(EngineError):
     """The server went away mid-request: for the local engine, ask the supervisor why."""
+
+
+class WontFitError(AppError):
+    """Loading this model with these settings would exhaust memory: refused unless the user insists."""

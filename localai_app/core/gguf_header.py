@@ -146,9 +146,10 @@ class GGUFHeader:
 class _Cursor:
     """Reads little-endian values from a buffer, refusing any read past its end."""
 
-    def __init__(self, buffer: mmap.mmap | bytes, path: Path) -> None:
+    def __init__(self, buffer: mmap.mmap | bytes, path: Path, file_size: int | None = None) -> None:
         self.buffer = buffer
         self.size = len(buffer)
+        self.file_size = self.size if file_size is None else file_size  # the buffer may be the file's start only
         self.position = 0
         self.path = path
 
@@ -206,6 +207,14 @@ def read_header(path: Path) -> GGUFHeader:
         raise ModelFileError(f"{path} cannot be read: {error.strerror or error}.") from None
 
 
+def parse_header_prefix(data: bytes, *, file_size: int, name: str) -> GGUFHeader:
+    """Parse a header from the first bytes of a file of `file_size` bytes (a ranged download from the Hub).
+
+    Raises ModelFileError when `data` ends inside the header: fetch more and try again.
+    """
+    return _parse(_Cursor(data, Path(name), file_size))
+
+
 def _parse(cursor: _Cursor) -> GGUFHeader:
     if cursor.size < 4 or bytes(cursor.buffer[:4]) != MAGIC:
         raise ModelFileError(f"{cursor.path.name} is not a GGUF model file (it does not start with 'GGUF').")
@@ -237,7 +246,7 @@ def _parse(cursor: _Cursor) -> GGUFHeader:
     if not isinstance(alignment, int) or isinstance(alignment, bool) or alignment <= 0 or alignment % 8:
         raise cursor.fail(f"general.alignment {alignment!r} is invalid")
     data_offset = -(-cursor.position // alignment) * alignment
-    header = GGUFHeader(version, metadata, tensors, data_offset, cursor.size, skipped)
+    header = GGUFHeader(version, metadata, tensors, data_offset, cursor.file_size, skipped)
     _check_tensor_data_fits(cursor, header)
     return header
 

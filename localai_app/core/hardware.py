@@ -8,6 +8,9 @@ loads llama.cpp.
 
 from __future__ import annotations
 
+import contextlib
+import importlib.util
+import json
 import platform
 import shutil
 import subprocess
@@ -18,6 +21,7 @@ from typing import Any
 
 import psutil
 
+from localai_app.core.atomic import write_text_atomic
 from localai_app.core.engine_process import probe_engine
 from localai_app.core.errors import EngineError
 
@@ -36,6 +40,7 @@ _X86_FEATURES = {
 _ARM_FEATURES = {"asimd": "NEON", "asimddp": "NEON dot product", "sve": "SVE", "i8mm": "I8MM"}
 PROBE_TIMEOUT_S = 60.0
 TOOL_TIMEOUT_S = 10.0  # nvidia-smi, sysctl
+BUILD_CACHE_FILE = "llama-build.json"
 
 
 @dataclass(frozen=True)
@@ -178,8 +183,39 @@ def probe_build(timeout: float = PROBE_TIMEOUT_S) -> BuildInfo:
     return BuildInfo(backends, bool(report["gpu_offload"]), cpu_features, str(report["version"]))
 
 
-def detect(*, with_build: bool = True) -> Hardware:
-    """Read this machine. `with_build` also starts an engine process (about a second) to probe the build."""
+def cached_build(cache_dir: Path) -> BuildInfo:
+    """probe_build(), remembered until llama-cpp-python is reinstalled (a CUDA rebuild keeps its version number,
+    so the key is the installed library files' sizes and times, read without importing llama_cpp)."""
+    path = cache_dir / BUILD_CACHE_FILE
+    key = _installed_build_key()
+    try:
+        stored = json.loads(path.read_text(encoding="utf-8"))
+        if stored["key"] == key:
+            fields: dict[str, Any] = {
+                name: tuple(value) if isinstance(value, list) else value for name, value in stored["build"].items()
+            }
+            return BuildInfo(**fields)
+    except (OSError, ValueError, TypeError, KeyError):
+        pass
+    build = probe_build()
+    with contextlib.suppress(OSError):  # without the cache the next start probes again: slower, still right
+        document = {"key": key, "build": asdict(build)}
+        write_text_atomic(path, json.dumps(document) + "\n")
+    return build
+
+
+def _installed_build_key() -> list[Any]:
+    spec = importlib.util.find_spec("llama_cpp")
+    if spec is None or spec.origin is None:
+        return []
+    package = Path(spec.origin).parent
+    files = sorted(item for item in package.rglob("*") if item.suffix in {".so", ".dylib", ".dll"})
+    return [[str(item), item.stat().st_size, item.stat().st_mtime_ns] for item in files]
+
+
+def detect(*, with_build: bool = True, cache_dir: Path | None = None) -> Hardware:
+    """Read this machine. `with_build` also starts an engine process (about a second) to probe the build, or
+    reads the probe's result from `cache_dir` when llama-cpp-python has not changed since."""
     machine = platform.machine()
     notes: list[str] = []
     model, flags = _cpu_model_and_flags(machine)
@@ -187,7 +223,7 @@ def detect(*, with_build: bool = True) -> Hardware:
     build = None
     if with_build:
         try:
-            build = probe_build()
+            build = cached_build(cache_dir) if cache_dir is not None else probe_build()
         except EngineError as error:
             notes.append(str(error))
     return Hardware(

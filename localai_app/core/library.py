@@ -19,6 +19,7 @@ from localai_app.core import starter
 from localai_app.core.atomic import write_text_atomic
 from localai_app.core.errors import AppError, ModelFileError, UnknownModelError
 from localai_app.core.gguf_header import GGUFHeader, read_header
+from localai_app.core.model_shape import ModelShape, shape_from_headers
 from localai_app.core.paths import AppPaths
 
 log = logging.getLogger(__name__)
@@ -31,7 +32,7 @@ _SPLIT_NAME = re.compile(r"^(?P<stem>.+)-(?P<index>\d{5})-of-(?P<count>\d{5})\.g
 _QUANT_IN_NAME = re.compile(r"(?:^|[-_.])((?:I?Q\d(?:_[A-Z0-9]+)*)|F16|BF16|F32)(?:[-_.]|$)", re.IGNORECASE)
 REFERENCES_FILE = "library.json"
 METADATA_CACHE_FILE = "gguf-metadata.json"
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: adds each model's shape (for memory and speed estimates)
 
 # llama.cpp's LLAMA_FTYPE values (general.file_type) as users know them. Checked against gguf-py in the tests.
 FILE_TYPES: dict[int, str] = {
@@ -70,6 +71,7 @@ class ModelInfo:
     has_chat_template: bool = False
     sha256: str | None = None
     problem: str | None = None  # why the file cannot be used; None when it can
+    shape: ModelShape | None = None  # what memory and speed estimates need; None when the header lacks it
 
     @property
     def usable(self) -> bool:
@@ -267,11 +269,13 @@ class Library:
         cached = cache.entries.get(key)
         if cached and cached.get("fingerprint") == fingerprint:
             fields = dict(cached["fields"])
+            fields["shape"] = ModelShape.from_json(fields["shape"]) if fields.get("shape") else None
             sha256 = cached.get("sha256")
         else:
             fields = _fields_from_headers(parts)
             sha256 = starter.expected_sha256() if source == BUNDLED else None
-            cache.entries[key] = {"fingerprint": fingerprint, "fields": dict(fields), "sha256": sha256}
+            stored = {**fields, "shape": fields["shape"].as_json() if fields.get("shape") else None}
+            cache.entries[key] = {"fingerprint": fingerprint, "fields": stored, "sha256": sha256}
         return ModelInfo(
             name=name,
             title=fields.pop("title", None) or name,
@@ -293,10 +297,12 @@ def _fields_from_headers(parts: tuple[Path, ...]) -> dict[str, Any]:
         headers = [read_header(part) for part in parts]
     except ModelFileError as error:
         return {"problem": str(error)}
-    return _fields_from(headers[0], sum(header.parameter_count for header in headers), parts[0])
+    return _fields_from(
+        headers[0], sum(header.parameter_count for header in headers), parts[0], shape_from_headers(headers)
+    )
 
 
-def _fields_from(header: GGUFHeader, parameter_count: int, path: Path) -> dict[str, Any]:
+def _fields_from(header: GGUFHeader, parameter_count: int, path: Path, shape: ModelShape | None) -> dict[str, Any]:
     architecture = header.string("general.architecture") or ""
     file_type = header.integer("general.file_type")
     quantization = FILE_TYPES.get(file_type, "") if file_type is not None else ""
@@ -313,6 +319,7 @@ def _fields_from(header: GGUFHeader, parameter_count: int, path: Path) -> dict[s
         "context_length": header.integer(f"{architecture}.context_length") or 0,
         "licence": LICENCE_NAMES.get(licence.lower(), licence),
         "has_chat_template": header.has_key("tokenizer.chat_template"),
+        "shape": shape,
     }
 
 

@@ -39,9 +39,11 @@ class ReplyStats:
     tokens_per_second: float
     finish_reason: str
     total_ms: float
+    notes: tuple[str, ...] = ()  # e.g. why this reply was slower than this machine should manage
 
     def as_dict(self) -> dict[str, Any]:
         return {
+            "notes": list(self.notes),
             "ttft_ms": round(self.ttft_ms, 1),
             "completion_tokens": self.completion_tokens,
             "prompt_tokens": self.prompt_tokens,

@@ -15,10 +15,11 @@ from pathlib import Path
 from typing import Any, get_args, get_type_hints
 
 from localai_app.core.atomic import write_text_atomic
+from localai_app.core.estimate import Overrides
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 SETTINGS_FILE = "settings.json"
 
 
@@ -33,13 +34,25 @@ class Sampling:
 class Settings:
     sampling: Sampling = field(default_factory=Sampling)
     last_model: str | None = None
-    context_length: int = 4096
-    threads: int | None = None  # None: let the engine pick (physical cores)
+    # None: chosen at each load from the model and the free memory (core/estimate.py), and said why.
+    context_length: int | None = None
+    threads: int | None = None
+    gpu_layers: int | None = None
     ui_scale: float = 1.0
+
+    def overrides(self) -> Overrides:
+        return Overrides(context=self.context_length, threads=self.threads, gpu_layers=self.gpu_layers)
 
 
 # Each step takes the raw dict of version N and returns the dict of version N + 1.
-MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {}
+def _context_chosen_automatically(raw: dict[str, Any]) -> dict[str, Any]:
+    """Version 1 always stored the fixed default 4096; from version 2, no value means "choose what fits"."""
+    if raw.get("context_length") == 4096:
+        raw = {key: value for key, value in raw.items() if key != "context_length"}
+    return raw
+
+
+MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: _context_chosen_automatically}
 
 
 def _coerce(cls: type[Any], raw: object) -> Any:

@@ -9,12 +9,14 @@ from __future__ import annotations
 import asyncio
 import hmac
 import json
+import sys
 import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+import psutil
 from pydantic import BaseModel, ValidationError
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -63,7 +65,9 @@ class EngineAPI:
         ]
 
     async def health(self, request: Request) -> Response:
-        return JSONResponse({"status": "ok", "model": self.runner.description.id})
+        return JSONResponse(
+            {"status": "ok", "model": self.runner.description.id, "peak_resident_bytes": peak_resident_bytes()}
+        )
 
     async def models(self, request: Request) -> Response:
         description = self.runner.description
@@ -308,3 +312,18 @@ class _ChatShape(_Shape):
 def create_app(runner: Runner, token: str) -> ASGIApp:
     api = EngineAPI(runner)
     return BearerAuth(Starlette(routes=api.routes()), token)
+
+
+def peak_resident_bytes() -> int:
+    """The most RAM this process has held at once: what memory estimates are checked against."""
+    if sys.platform == "win32":
+        return int(psutil.Process().memory_info().peak_wset)
+    if sys.platform.startswith("linux"):
+        # Not getrusage: Linux carries ru_maxrss over from the parent we were forked from (the GUI, pytest).
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # macOS: bytes

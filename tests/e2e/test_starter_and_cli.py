@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from localai_app.core.engine_manager import EngineManager
-from localai_app.core.engine_process import EngineOptions
+from localai_app.core.engine_manager import manager_for
 from localai_app.core.errors import EngineError
+from localai_app.core.estimate import Overrides
 from localai_app.core.library import Library
 from localai_app.core.paths import AppPaths
 from localai_app.core.replies import Delta, ReplyStats, SamplingOptions
@@ -32,7 +32,7 @@ def run_cli(*args: str, basedir: Path) -> subprocess.CompletedProcess[str]:
 
 def test_starter_streams_stops_and_gives_logprobs(app_paths: AppPaths, starter_model: Path) -> None:
     model = Library(app_paths).find("gemma-3-270m-q4_k_m")
-    manager = EngineManager(EngineOptions(context_length=2048, threads=2))
+    manager = manager_for(app_paths, Overrides(context=2048, threads=2))
     try:
         sampling = SamplingOptions(max_tokens=300, temperature=0.8, seed=3, top_logprobs=5)
         stream = manager.stream(model, "The history of the printing press", sampling)
@@ -57,7 +57,7 @@ def test_stop_during_a_long_prompt_pass_ends_the_reply_before_its_first_token(
     app_paths: AppPaths, starter_model: Path
 ) -> None:
     model = Library(app_paths).find("gemma-3-270m-q4_k_m")
-    manager = EngineManager(EngineOptions(context_length=4096, threads=2))
+    manager = manager_for(app_paths, Overrides(context=4096, threads=2))
     prompt = "Every lesson in this course begins with a question about the world. " * 220  # ~3,000 tokens
     outcome: list[object] = []
 

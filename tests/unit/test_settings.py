@@ -3,6 +3,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from localai_app.core.estimate import Overrides
 from localai_app.core.settings import SCHEMA_VERSION, Settings, load_settings, save_settings
 
 
@@ -41,3 +42,12 @@ def test_newer_schema_is_left_alone(tmp_path: Path) -> None:
     (tmp_path / "settings.json").write_text(text)
     assert load_settings(tmp_path) == Settings()
     assert (tmp_path / "settings.json").read_text() == text
+
+
+def test_version_1_fixed_context_becomes_automatic(tmp_path: Path) -> None:
+    (tmp_path / "settings.json").write_text(json.dumps({"schema_version": 1, "context_length": 4096, "threads": 3}))
+    settings = load_settings(tmp_path)
+    assert settings.context_length is None and settings.threads == 3
+    assert settings.overrides() == Overrides(context=None, threads=3, gpu_layers=None)
+    (tmp_path / "settings.json").write_text(json.dumps({"schema_version": 1, "context_length": 2048}))
+    assert load_settings(tmp_path).context_length == 2048  # a value the user chose by hand is kept
