@@ -149,7 +149,7 @@ def describe_hardware(*, as_json: bool) -> int:
     total, available = format_bytes(machine.total_ram_bytes), format_bytes(machine.available_ram_bytes)
     print(f"Memory    {total} total, {available} available")
     for gpu in machine.gpus:
-        print(f"GPU       {gpu.name} ({gpu.vendor}), {_gpu_memory(gpu)}")
+        print(f"GPU       {gpu.name} ({gpu.vendor}), {hardware.gpu_memory_text(gpu)}")
     if not machine.gpus:
         print("GPU       none found")
     if machine.build is not None:
@@ -159,14 +159,6 @@ def describe_hardware(*, as_json: bool) -> int:
     for note in machine.notes:
         print(f"Note      {note}")
     return EXIT_OK
-
-
-def _gpu_memory(gpu: hardware.GPU) -> str:
-    if gpu.unified_memory:
-        return "shares system memory"
-    if gpu.total_bytes is None or gpu.free_bytes is None:
-        return "memory unknown"
-    return f"{format_bytes(gpu.total_bytes)} total, {format_bytes(gpu.free_bytes)} free"
 
 
 def describe_fit(paths: AppPaths, args: argparse.Namespace) -> int:

@@ -19,6 +19,7 @@ from localai_app.core.speed import (
     MIN_TOKENS_TO_LEARN,
     Run,
     SpeedHistory,
+    cached_bandwidth,
     diagnose_slow_run,
     efficiency_of,
     gpu_bandwidth,
@@ -38,7 +39,7 @@ class Advice:
     @property
     def speed_text(self) -> str:
         if self.tokens_per_second is None:
-            return "speed unknown until the first reply"
+            return "speed forecast after the first load"
         return (
             f"about {self.tokens_per_second:.0f} tokens/s"
             if self.tokens_per_second >= 10
@@ -86,7 +87,7 @@ def advise(
     shape: ModelShape,
     machine: Hardware,
     *,
-    bandwidth: float,
+    bandwidth: float | None,
     efficiency: float,
     learned_from_runs: int,
     overrides: Overrides = AUTOMATIC,
@@ -97,7 +98,7 @@ def advise(
     gpu_speed = gpu_bandwidth(discrete[0].name) if discrete else None
     # With unified memory the GPU reads the same RAM the probe measured.
     gpu_layers = 0 if unified_memory(machine) else plan.gpu_layers
-    bound = speed_bound(shape, bandwidth, gpu_layers, gpu_speed)
+    bound = speed_bound(shape, bandwidth, gpu_layers, gpu_speed) if bandwidth else None
     return Advice(plan, efficiency * bound if bound else None, bound, efficiency, learned_from_runs)
 
 
@@ -107,14 +108,17 @@ def advise_here(
     paths: AppPaths,
     overrides: Overrides = AUTOMATIC,
     *,
+    measure: bool = True,
     reclaimable_ram: int = 0,
 ) -> Advice:
-    """advise() with this machine's cached bandwidth and the efficiency its own recorded replies show."""
+    """advise() with this machine's bandwidth and the efficiency its own recorded replies show. `measure`: run
+    the bandwidth probe if it never ran (not while an engine generates); otherwise no forecast until it has."""
     runs = SpeedHistory(paths.data).runs()
+    bandwidth = machine_bandwidth(paths.cache, machine) if measure else cached_bandwidth(paths.cache, machine)
     return advise(
         shape,
         machine,
-        bandwidth=machine_bandwidth(paths.cache, machine).bytes_per_second,
+        bandwidth=bandwidth.bytes_per_second if bandwidth else None,
         efficiency=efficiency_of(runs),
         learned_from_runs=len(runs),
         overrides=overrides,

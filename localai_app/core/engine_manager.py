@@ -36,13 +36,20 @@ FALLBACK_CONTEXT = 4096
 def manager_for(paths: AppPaths, overrides: Overrides) -> EngineManager:
     """The manager the GUI and CLI use: this machine as it is at each load, the engine's log in the logs dir."""
     from localai_app.core.advice import learn_from_reply
+    from localai_app.core.speed import machine_bandwidth
+
+    def machine_now() -> hardware.Hardware:
+        machine = hardware.detect(cache_dir=paths.cache)
+        # Probed here, once per machine, because no engine is generating yet: forecasts need it.
+        machine_bandwidth(paths.cache, machine)
+        return machine
 
     def learn(model: ModelInfo, plan: LoadPlan, machine: hardware.Hardware, stats: ReplyStats) -> list[str]:
         return learn_from_reply(paths, machine=machine, model=model, plan=plan, stats=stats)
 
     return EngineManager(
         overrides,
-        machine=lambda: hardware.detect(cache_dir=paths.cache),
+        machine=machine_now,
         log_file=paths.logs / "engine.log",
         learn=learn,
     )
@@ -119,7 +126,7 @@ class EngineManager:
         machine = self._machine()
         self._load_machine = machine
         # The engine now running is stopped before the new one starts: its memory counts as free.
-        plan = plan_load(model.shape, machine, wanted, reclaimable_ram=self._engine_resident_bytes())
+        plan = plan_load(model.shape, machine, wanted, reclaimable_ram=self.engine_resident_bytes())
         self.last_plan = plan
         if plan.verdict.level == WONT_FIT and not insist:
             options = "; ".join(ways_out(model.shape, plan, machine, model.quantization))
@@ -129,7 +136,8 @@ class EngineManager:
             )
         return EngineOptions(plan.context, plan.threads, plan.gpu_layers)
 
-    def _engine_resident_bytes(self) -> int:
+    def engine_resident_bytes(self) -> int:
+        """RAM the running engine holds (0 when none): free again once it is replaced."""
         pid = self.engine_pid
         if pid is None:
             return 0

@@ -24,6 +24,7 @@ import psutil
 from localai_app.core.atomic import write_text_atomic
 from localai_app.core.engine_process import probe_engine
 from localai_app.core.errors import EngineError
+from localai_app.core.library import format_bytes
 
 # The CPU features llama.cpp's kernels choose between, in the names /proc/cpuinfo uses and the names we show.
 _X86_FEATURES = {
@@ -78,6 +79,14 @@ class Hardware:
 
     def as_json(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def gpu_memory_text(gpu: GPU) -> str:
+    if gpu.unified_memory:
+        return "shares system memory"
+    if gpu.total_bytes is None or gpu.free_bytes is None:
+        return "memory unknown"
+    return f"{format_bytes(gpu.total_bytes)} total, {format_bytes(gpu.free_bytes)} free"
 
 
 def parse_cpuinfo(text: str) -> tuple[str, set[str]]:

@@ -70,18 +70,25 @@ def measure_bandwidth(threads: int) -> float:
     return best
 
 
-def machine_bandwidth(cache_dir: Path, hardware: Hardware) -> Bandwidth:
-    """The cached probe result for this CPU, measuring it (under a second) the first time."""
-    path = cache_dir / BANDWIDTH_FILE
+def cached_bandwidth(cache_dir: Path, hardware: Hardware) -> Bandwidth | None:
+    """The probe's result for this CPU, if it was measured before."""
     try:
-        stored = Bandwidth(**json.loads(path.read_text(encoding="utf-8")))
-        if stored.cpu_model == hardware.cpu_model and stored.threads == hardware.physical_cores:
-            return stored
+        stored = Bandwidth(**json.loads((cache_dir / BANDWIDTH_FILE).read_text(encoding="utf-8")))
     except (OSError, ValueError, TypeError):
-        pass
+        return None
+    same_machine = stored.cpu_model == hardware.cpu_model and stored.threads == hardware.physical_cores
+    return stored if same_machine else None
+
+
+def machine_bandwidth(cache_dir: Path, hardware: Hardware) -> Bandwidth:
+    """The cached probe result for this CPU, measuring it (about a second) the first time. Call it while no
+    engine runs: a generating engine competes for the same memory bus."""
+    stored = cached_bandwidth(cache_dir, hardware)
+    if stored is not None:
+        return stored
     measured = Bandwidth(measure_bandwidth(hardware.physical_cores), hardware.physical_cores, hardware.cpu_model)
     try:
-        write_text_atomic(path, json.dumps(asdict(measured)) + "\n")
+        write_text_atomic(cache_dir / BANDWIDTH_FILE, json.dumps(asdict(measured)) + "\n")
     except OSError as error:  # only costs a second next time
         log.warning("speed: cannot cache the bandwidth probe: %s", error)
     return measured

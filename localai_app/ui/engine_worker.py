@@ -11,7 +11,7 @@ import threading
 from PySide6.QtCore import QObject, Signal, Slot
 
 from localai_app.core.engine_manager import EngineManager
-from localai_app.core.errors import AppError
+from localai_app.core.errors import AppError, WontFitError
 from localai_app.core.library import ModelInfo
 from localai_app.core.replies import Delta, SamplingOptions
 
@@ -19,7 +19,9 @@ from localai_app.core.replies import Delta, SamplingOptions
 class EngineWorker(QObject):
     loading = Signal(str)  # model name
     loaded = Signal(str)
+    planned = Signal(object)  # the LoadPlan a load used (None for a model that cannot be estimated)
     load_failed = Signal(str)  # one sentence
+    refused = Signal(str)  # the model would not fit: the numbers and ways out; the user may insist
     delta = Signal(str)
     finished = Signal(dict)  # ReplyStats.as_dict(), plus "stopped"
     failed = Signal(str)
@@ -34,14 +36,17 @@ class EngineWorker(QObject):
         self._stop.set()
         self._manager.interrupt()  # a reply still in its prompt pass has no token yet to notice the flag at
 
-    @Slot(object)
-    def load(self, model: ModelInfo) -> None:
+    @Slot(object, bool)
+    def load(self, model: ModelInfo, insist: bool) -> None:
         self.loading.emit(model.name)
         try:
-            self._manager.load(model)
+            self._manager.load(model, insist=insist)
+        except WontFitError as error:
+            self.refused.emit(str(error))
         except AppError as error:
             self.load_failed.emit(str(error))
         else:
+            self.planned.emit(self._manager.last_plan)
             self.loaded.emit(model.name)
 
     @Slot(object, object, object)
@@ -50,6 +55,16 @@ class EngineWorker(QObject):
         loaded = self._manager.loaded_model
         if loaded is None or loaded.path != model.path:
             self.loading.emit(model.name)
+        try:
+            self._manager.load(model)
+        except WontFitError as error:
+            self.refused.emit(str(error))  # the window ends the reply it began
+            return
+        except AppError as error:
+            self.failed.emit(str(error))
+            return
+        if loaded is None or loaded.path != model.path:
+            self.planned.emit(self._manager.last_plan)
         try:
             events = self._manager.stream(model, prompt, sampling)
             for event in events:

@@ -4,9 +4,11 @@ that says how much space it frees, and SHA-256 on demand. Scans and hashing run 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from PySide6.QtCore import Qt, Signal
+from PySide6.QtGui import QColor
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QFileDialog,
@@ -20,12 +22,16 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from localai_app.core.advice import Advice
 from localai_app.core.errors import AppError
 from localai_app.core.library import Library, ModelInfo, format_bytes
 from localai_app.ui.background import run_in_background
+from localai_app.ui.hardware_panel import verdict_colour
 
 COLUMNS = (
     "Name",
+    "Fits here",
+    "Speed",
     "Architecture",
     "Parameters",
     "Quantization",
@@ -37,11 +43,16 @@ COLUMNS = (
 )
 
 
+FIT_COLUMN, SPEED_COLUMN = COLUMNS.index("Fits here"), COLUMNS.index("Speed")
+
+
 def _row_values(model: ModelInfo) -> tuple[str, ...]:
     if model.problem:
-        return (model.name, "unusable", "", "", format_bytes(model.file_size), "", "", "", model.problem)
+        return (model.name, "", "", "unusable", "", "", format_bytes(model.file_size), "", "", "", model.problem)
     return (
         model.name,
+        "…",
+        "…",
         model.architecture,
         model.size_label,
         model.quantization,
@@ -57,9 +68,16 @@ class LibraryPanel(QWidget):
     models_changed = Signal(list)  # list[ModelInfo]
     message = Signal(str)  # one sentence for the status line
 
-    def __init__(self, library: Library, parent: QWidget | None = None) -> None:
+    def __init__(
+        self,
+        library: Library,
+        advisor: Callable[[list[ModelInfo]], dict[str, Advice]],
+        parent: QWidget | None = None,
+    ) -> None:
+        """`advisor` gives each model's fit and speed here (off the GUI thread): the Fits and Speed columns."""
         super().__init__(parent)
         self._library = library
+        self._advisor = advisor
         self._models: list[ModelInfo] = []
         self.table = QTableWidget(0, len(COLUMNS))
         self.table.setHorizontalHeaderLabels(COLUMNS)
@@ -99,6 +117,28 @@ class LibraryPanel(QWidget):
                     item.setForeground(Qt.GlobalColor.darkRed)
                 self.table.setItem(row, column, item)
         self.models_changed.emit(models)
+        self.refresh_advice()
+
+    def refresh_advice(self) -> None:
+        """Fit and speed change with free memory and with what the first load measured: recompute them."""
+        models = self._models
+        run_in_background(self, lambda: self._advisor(models), self._show_advice, self.message.emit)
+
+    def _show_advice(self, advice: dict[str, Advice]) -> None:
+        for row, model in enumerate(self._models):
+            found = advice.get(model.name)
+            if found is None or model.problem:
+                for column in (FIT_COLUMN, SPEED_COLUMN):
+                    self.table.setItem(row, column, QTableWidgetItem("" if model.problem else "unknown"))
+                continue
+            verdict = found.plan.verdict
+            fit = QTableWidgetItem(verdict.level)
+            fit.setForeground(QColor(verdict_colour(verdict.level)))
+            fit.setToolTip("\n".join(found.lines()))
+            self.table.setItem(row, FIT_COLUMN, fit)
+            speed = QTableWidgetItem(found.speed_text)
+            speed.setToolTip(found.lines()[2])
+            self.table.setItem(row, SPEED_COLUMN, speed)
 
     def _done(self, message: str) -> None:
         self.message.emit(message)

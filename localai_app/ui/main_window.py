@@ -18,13 +18,19 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from localai_app.core import hardware
+from localai_app.core.advice import Advice, advise_here
 from localai_app.core.engine_manager import EngineManager
+from localai_app.core.estimate import LoadPlan
+from localai_app.core.hardware import Hardware
 from localai_app.core.library import Library, ModelInfo
+from localai_app.core.model_shape import ModelShape
 from localai_app.core.paths import AppPaths
 from localai_app.core.replies import SamplingOptions
 from localai_app.core.settings import Settings, save_settings
 from localai_app.ui.chat_view import ChatView
 from localai_app.ui.engine_worker import EngineWorker
+from localai_app.ui.hardware_panel import HardwarePanel
 from localai_app.ui.library_panel import LibraryPanel
 
 COMPLETION_MODE_NOTE = (
@@ -50,7 +56,7 @@ class _SendOnEnter(QObject):
 
 
 class MainWindow(QMainWindow):
-    load_requested = Signal(object)
+    load_requested = Signal(object, bool)  # model, insist (load even if it is estimated not to fit)
     generate_requested = Signal(object, object, object)
 
     def __init__(self, paths: AppPaths, settings: Settings, library: Library, manager: EngineManager) -> None:
@@ -70,32 +76,20 @@ class MainWindow(QMainWindow):
         self._shown = False
 
     def _build_widgets(self, settings: Settings, library: Library) -> None:
-        self.model_picker = QComboBox()
-        self.model_picker.setMinimumContentsLength(28)
-        self.mode_label = QLabel()
-        self.mode_label.setWordWrap(True)
-        self.mode_label.setObjectName("modeLabel")
-        self.library_button = QPushButton("Library")
-        self.library_button.setCheckable(True)
-        top = QHBoxLayout()
-        top.addWidget(QLabel("Model:"))
-        top.addWidget(self.model_picker)
-        top.addWidget(self.library_button)
-        top.addStretch(1)
+        top = self._build_top_row()
 
         self.chat_view = ChatView()
-        self.library_panel = LibraryPanel(library)
+        self.library_panel = LibraryPanel(library, self._advise_all)
         self.library_panel.hide()
+        self.hardware_panel = HardwarePanel(self._survey)
+        self.hardware_panel.hide()
         splitter = QSplitter(Qt.Orientation.Vertical)
         splitter.addWidget(self.chat_view)
         splitter.addWidget(self.library_panel)
+        splitter.addWidget(self.hardware_panel)
         splitter.setStretchFactor(0, 3)
 
-        self.error_banner = QLabel()
-        self.error_banner.setObjectName("errorBanner")
-        self.error_banner.setWordWrap(True)
-        self.error_banner.setStyleSheet("QLabel#errorBanner { background: #fde2e1; color: #7a1212; padding: 6px; }")
-        self.error_banner.hide()
+        self._build_banner()
 
         self.prompt_box = QPlainTextEdit()
         self.prompt_box.setPlaceholderText("Write a message (Enter sends, Shift+Enter for a new line)")
@@ -117,13 +111,52 @@ class MainWindow(QMainWindow):
         layout.addLayout(top)
         layout.addWidget(self.mode_label)
         layout.addWidget(splitter, 1)
-        layout.addWidget(self.error_banner)
+        layout.addWidget(self.banner)
         layout.addLayout(input_row)
         layout.addLayout(sampling)
         central = QWidget()
         central.setLayout(layout)
         self.setCentralWidget(central)
         self.resize(1100, 760)
+
+    def _build_top_row(self) -> QHBoxLayout:
+        """Model picker, panel toggles, and what the current load chose."""
+        self.model_picker = QComboBox()
+        self.model_picker.setMinimumContentsLength(28)
+        self.mode_label = QLabel()
+        self.mode_label.setWordWrap(True)
+        self.mode_label.setObjectName("modeLabel")
+        self.library_button = QPushButton("Library")
+        self.library_button.setCheckable(True)
+        self.hardware_button = QPushButton("Hardware")
+        self.hardware_button.setCheckable(True)
+        self.load_label = QLabel()  # what the load chose (context, threads, GPU layers); the reasons as tooltip
+        self.load_label.setObjectName("loadLabel")
+        top = QHBoxLayout()
+        top.addWidget(QLabel("Model:"))
+        top.addWidget(self.model_picker)
+        top.addWidget(self.library_button)
+        top.addWidget(self.hardware_button)
+        top.addStretch(1)
+        top.addWidget(self.load_label)
+        return top
+
+    def _build_banner(self) -> None:
+        """Errors and warnings above the prompt box; a refused load adds "Load anyway"."""
+        self.error_banner = QLabel()
+        self.error_banner.setObjectName("errorBanner")
+        self.error_banner.setWordWrap(True)
+        self.insist_button = QPushButton("Load anyway")
+        self.insist_button.setToolTip("Load although the estimate says it will not fit: the computer may freeze.")
+        self.insist_button.hide()
+        self.banner = QWidget()
+        self.banner.setObjectName("banner")
+        self.banner.setStyleSheet("QWidget#banner { background: #fde2e1; } QLabel { color: #7a1212; padding: 6px; }")
+        banner_row = QHBoxLayout(self.banner)
+        banner_row.setContentsMargins(0, 0, 6, 0)
+        banner_row.addWidget(self.error_banner, 1)
+        banner_row.addWidget(self.insist_button)
+        self.banner.hide()
 
     def _build_sampling_row(self, settings: Settings) -> QHBoxLayout:
         self.temperature = QDoubleSpinBox()
@@ -157,7 +190,9 @@ class MainWindow(QMainWindow):
         # Bound methods, not lambdas: a lambda's hidden receiver would be parented to the worker's thread.
         self.worker.loading.connect(self._on_loading)
         self.worker.loaded.connect(self._on_loaded)
+        self.worker.planned.connect(self._on_planned)
         self.worker.load_failed.connect(self._show_error)
+        self.worker.refused.connect(self._on_refused)
         self.worker.delta.connect(self._on_delta)
         self.worker.finished.connect(self._on_finished)
         self.worker.failed.connect(self._on_failed)
@@ -167,6 +202,8 @@ class MainWindow(QMainWindow):
         self.send_button.clicked.connect(self.send)
         self.stop_button.clicked.connect(self.stop)
         self.library_button.toggled.connect(self.library_panel.setVisible)
+        self.hardware_button.toggled.connect(self._toggle_hardware)
+        self.insist_button.clicked.connect(self._insist)
         self.model_picker.currentIndexChanged.connect(self._on_model_chosen)
         self.library_panel.models_changed.connect(self._set_models)
         self.library_panel.message.connect(lambda text: self.statusBar().showMessage(text, 10000))
@@ -213,7 +250,8 @@ class MainWindow(QMainWindow):
             if model.has_chat_template
             else "Write the beginning of a text for the model to continue (Enter sends)"
         )
-        self.load_requested.emit(model)  # preload, so the first reply does not wait for the load
+        self.hardware_panel.show_model(model)
+        self.load_requested.emit(model, False)  # preload, so the first reply does not wait for the load
 
     # -- chat --------------------------------------------------------------------------------------------------
 
@@ -230,7 +268,7 @@ class MainWindow(QMainWindow):
         model = self.current_model()
         if self._busy or not text or model is None:
             return
-        self.error_banner.hide()
+        self._hide_banner()
         self.prompt_box.clear()
         prompt: str | list[dict[str, str]]
         if model.has_chat_template:
@@ -268,6 +306,9 @@ class MainWindow(QMainWindow):
             )
         self.stats_label.setText(note)
         self._end_reply(note)
+        notes = stats.get("notes")
+        if isinstance(notes, list) and notes:
+            self._show_error(" ".join(str(item) for item in notes))
 
     def _on_failed(self, message: str) -> None:
         self._end_reply(f"Interrupted: {message}" if message else "Interrupted.")
@@ -280,10 +321,66 @@ class MainWindow(QMainWindow):
             self._history.append({"role": "assistant", "content": reply})
         self._set_busy(False)
 
-    def _show_error(self, message: str) -> None:
+    def _show_error(self, message: str, *, can_insist: bool = False) -> None:
         self.error_banner.setText(message)
-        self.error_banner.show()
+        self.insist_button.setVisible(can_insist)
+        self.banner.show()
         self.statusBar().clearMessage()
+
+    def _hide_banner(self) -> None:
+        self.banner.hide()
+        self.insist_button.hide()
+
+    def _on_refused(self, message: str) -> None:
+        if self._busy:
+            self._end_reply("Not sent: the model would not fit.")
+        self.load_label.setText("not loaded")
+        self._show_error(message, can_insist=True)
+
+    def _insist(self) -> None:
+        model = self.current_model()
+        self._hide_banner()
+        if model is not None:
+            self.load_requested.emit(model, True)
+
+    def _on_planned(self, plan: LoadPlan | None) -> None:
+        self.library_panel.refresh_advice()  # the first load measured the bandwidth forecasts need
+        if plan is None:
+            self.load_label.setText("")
+            return
+        where = f"{plan.gpu_layers} GPU layers" if plan.gpu_layers else "CPU"
+        self.load_label.setText(f"Context {plan.context:,} · {plan.threads} threads · {where} · {plan.verdict.level}")
+        self.load_label.setToolTip("\n".join([f"{plan.verdict.sentence}.", *plan.reasons]))
+        if plan.warnings:
+            self._show_error(" ".join(plan.warnings))
+
+    def _toggle_hardware(self, visible: bool) -> None:
+        self.hardware_panel.setVisible(visible)
+        if visible:
+            self.hardware_panel.refresh()
+
+    # -- estimates (run off the GUI thread) ----------------------------------------------------------------------
+
+    def _survey(self, model: ModelInfo | None) -> tuple[Hardware, Advice | None]:
+        machine = hardware.detect(cache_dir=self._paths.cache)
+        if model is None or model.shape is None:
+            return machine, None
+        return machine, self._advise(model.shape, machine)
+
+    def _advise_all(self, models: list[ModelInfo]) -> dict[str, Advice]:
+        machine = hardware.detect(cache_dir=self._paths.cache)
+        return {model.name: self._advise(model.shape, machine) for model in models if model.shape is not None}
+
+    def _advise(self, shape: ModelShape, machine: Hardware) -> Advice:
+        # measure=False: the bandwidth probe runs before the first load, never while an engine generates.
+        return advise_here(
+            shape,
+            machine,
+            self._paths,
+            self.engine_manager.overrides,
+            measure=False,
+            reclaimable_ram=self.engine_manager.engine_resident_bytes(),
+        )
 
     def _set_busy(self, busy: bool) -> None:
         self._busy = busy
