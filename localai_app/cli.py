@@ -166,7 +166,8 @@ def describe_fit(paths: AppPaths, args: argparse.Namespace) -> int:
     overrides = _overrides(args, load_settings(paths.config).overrides())
     if model.shape is None:
         raise AppError(f"{model.name}'s header does not describe its layers, so its memory cannot be estimated.")
-    advice = advise_here(model.shape, hardware.detect(cache_dir=paths.cache), paths, overrides)
+    machine = hardware.detect(cache_dir=paths.cache)
+    advice = advise_here({model.name: model.shape}, machine, paths, overrides)[model.name]
     if args.json:
         print(json.dumps({"model": model.name, **advice.as_json()}, indent=2))
     else:

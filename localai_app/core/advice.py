@@ -6,6 +6,7 @@ and the machine's bandwidth (a cached probe), so it is computed off the GUI thre
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -40,11 +41,8 @@ class Advice:
     def speed_text(self) -> str:
         if self.tokens_per_second is None:
             return "speed forecast after the first load"
-        return (
-            f"about {self.tokens_per_second:.0f} tokens/s"
-            if self.tokens_per_second >= 10
-            else (f"about {self.tokens_per_second:.1f} tokens/s")
-        )
+        digits = 0 if self.tokens_per_second >= 10 else 1  # "about 38", but "about 2.5"
+        return f"about {self.tokens_per_second:.{digits}f} tokens/s"
 
     def lines(self) -> list[str]:
         plan = self.plan
@@ -103,27 +101,31 @@ def advise(
 
 
 def advise_here(
-    shape: ModelShape,
+    shapes: Mapping[str, ModelShape],
     machine: Hardware,
     paths: AppPaths,
     overrides: Overrides = AUTOMATIC,
     *,
     measure: bool = True,
     reclaimable_ram: int = 0,
-) -> Advice:
-    """advise() with this machine's bandwidth and the efficiency its own recorded replies show. `measure`: run
-    the bandwidth probe if it never ran (not while an engine generates); otherwise no forecast until it has."""
+) -> dict[str, Advice]:
+    """advise() for each named model, with this machine's bandwidth and the efficiency its own recorded replies
+    show (both read once). `measure`: run the bandwidth probe if it never ran (not while an engine generates);
+    otherwise no forecast until it has."""
     runs = SpeedHistory(paths.data).runs()
     bandwidth = machine_bandwidth(paths.cache, machine) if measure else cached_bandwidth(paths.cache, machine)
-    return advise(
-        shape,
-        machine,
-        bandwidth=bandwidth.bytes_per_second if bandwidth else None,
-        efficiency=efficiency_of(runs),
-        learned_from_runs=len(runs),
-        overrides=overrides,
-        reclaimable_ram=reclaimable_ram,
-    )
+    return {
+        name: advise(
+            shape,
+            machine,
+            bandwidth=bandwidth.bytes_per_second if bandwidth else None,
+            efficiency=efficiency_of(runs),
+            learned_from_runs=len(runs),
+            overrides=overrides,
+            reclaimable_ram=reclaimable_ram,
+        )
+        for name, shape in shapes.items()
+    }
 
 
 def learn_from_reply(

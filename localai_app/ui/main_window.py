@@ -365,16 +365,16 @@ class MainWindow(QMainWindow):
         machine = hardware.detect(cache_dir=self._paths.cache)
         if model is None or model.shape is None:
             return machine, None
-        return machine, self._advise(model.shape, machine)
+        return machine, self._advise({model.name: model.shape}, machine)[model.name]
 
     def _advise_all(self, models: list[ModelInfo]) -> dict[str, Advice]:
-        machine = hardware.detect(cache_dir=self._paths.cache)
-        return {model.name: self._advise(model.shape, machine) for model in models if model.shape is not None}
+        shapes = {model.name: model.shape for model in models if model.shape is not None}
+        return self._advise(shapes, hardware.detect(cache_dir=self._paths.cache))
 
-    def _advise(self, shape: ModelShape, machine: Hardware) -> Advice:
+    def _advise(self, shapes: dict[str, ModelShape], machine: Hardware) -> dict[str, Advice]:
         # measure=False: the bandwidth probe runs before the first load, never while an engine generates.
         return advise_here(
-            shape,
+            shapes,
             machine,
             self._paths,
             self.engine_manager.overrides,
