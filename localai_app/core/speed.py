@@ -29,8 +29,11 @@ log = logging.getLogger(__name__)
 BANDWIDTH_FILE = "bandwidth.json"
 HISTORY_FILE = "speed-history.json"
 PROBE_BYTES = 512 * 1024 * 1024  # larger than most CPU caches, so the probe reads RAM rather than cache
-PROBE_ROUNDS = 5
-DEFAULT_EFFICIENCY = 0.6  # llama.cpp's CPU decoding typically reaches 50-70 % of streaming bandwidth
+PROBE_ROUNDS = 15  # about half a second on a 2-core machine
+# Until this machine's own replies say otherwise. The starter model measured 0.42-0.55 of the probe's bound on the
+# 2-core development machine across runs (a 262k-token vocabulary makes each token's output layer costly); larger
+# models usually get closer to the bound, and the learned value takes over after the first reply.
+DEFAULT_EFFICIENCY = 0.5
 HISTORY_KEPT = 20
 MIN_TOKENS_TO_LEARN = 16  # shorter replies are dominated by the first token's latency
 SLOW_SHARE = 0.4  # below this share of the bound, something is wrong rather than merely slow
@@ -57,17 +60,21 @@ class Run:
 
 
 def measure_bandwidth(threads: int) -> float:
-    """Bytes per second that `threads` threads read from RAM: the best of a few rounds over a large array."""
+    """Bytes per second that `threads` threads read from RAM: the median of several rounds over a large array.
+
+    The median, not the best: on a shared machine the best round catches a quiet moment the model's replies
+    will not get (the best of 5 read 13.5-20 GB/s across runs here while generation stayed at 34-39 tokens/s).
+    """
     size = min(PROBE_BYTES, psutil.virtual_memory().available // 8) // 8 * 8
     data = np.ones(size // 8, dtype=np.float64)  # ones, not empty: the pages must really exist
     chunks = np.array_split(data, threads)
-    best = 0.0
+    rates = []
     with ThreadPoolExecutor(threads) as pool:  # numpy releases the GIL inside the sum
         for _ in range(PROBE_ROUNDS):
             started = time.perf_counter()
             list(pool.map(np.sum, chunks))
-            best = max(best, data.nbytes / (time.perf_counter() - started))
-    return best
+            rates.append(data.nbytes / (time.perf_counter() - started))
+    return statistics.median(rates)
 
 
 def cached_bandwidth(cache_dir: Path, hardware: Hardware) -> Bandwidth | None:

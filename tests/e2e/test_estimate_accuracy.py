@@ -54,24 +54,26 @@ def test_tiny_model_ram_estimate_is_within_15_percent(tmp_path: Path, tiny_model
 
 
 def test_starter_speed_forecast_is_within_30_percent(app_paths: AppPaths, starter_model: Path) -> None:
-    """The forecast before any run taught the app anything: typical efficiency, this machine's bandwidth."""
+    """The forecast before any run taught the app anything: typical efficiency, this machine's bandwidth.
+    Probe and generation alternate (A, B, A, B, ...) and medians are compared: the machine is shared and noisy."""
     machine = hardware.detect(with_build=False)
     model = Library(app_paths).find("gemma-3-270m-q4_k_m")
     assert model.shape is not None
-    bound = speed_bound(model.shape, measure_bandwidth(machine.physical_cores))
-    assert bound is not None
-    predicted = DEFAULT_EFFICIENCY * bound
     process = EngineProcess(model.path, EngineOptions(context_length=2048, threads=machine.physical_cores))
     endpoint = process.start()
     client = EngineClient(endpoint.base_url, endpoint.token)
-    speeds = []
+    bounds, speeds = [], []
     try:
         for seed in range(3):
+            bound = speed_bound(model.shape, measure_bandwidth(machine.physical_cores))  # the engine is idle now
+            assert bound is not None
+            bounds.append(bound)
             events = client.stream_completion("The river", SamplingOptions(max_tokens=128, seed=seed))
             stats = [event for event in events if isinstance(event, ReplyStats)]
             speeds.append(stats[0].tokens_per_second)
     finally:
         client.close()
         process.stop()
+    predicted = DEFAULT_EFFICIENCY * statistics.median(bounds)
     measured = statistics.median(speeds)
     assert abs(predicted - measured) <= SPEED_TOLERANCE * measured, f"forecast {predicted:.1f}, measured {speeds}"
