@@ -62,7 +62,7 @@ def measure_load(window: MainWindow, meter: GapMeter) -> tuple[float, float]:
     window.worker.loaded.connect(loaded.append)
     started = time.perf_counter()
     meter.reset()
-    window.load_requested.emit(model)
+    window.load_requested.emit(model, False)
     wait(60_000, until=lambda: bool(loaded))
     seconds = time.perf_counter() - started
     window.worker.loaded.disconnect(loaded.append)

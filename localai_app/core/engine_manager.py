@@ -12,8 +12,6 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import psutil
-
 from localai_app.core import hardware
 from localai_app.core.engine_process import EngineOptions, EngineProcess
 from localai_app.core.errors import ConnectionLostError, EngineError, ModelFileError, WontFitError
@@ -138,6 +136,8 @@ class EngineManager:
 
     def engine_resident_bytes(self) -> int:
         """RAM the running engine holds (0 when none): free again once it is replaced."""
+        import psutil  # imported here, not at the top: ~28 ms of the GUI's start (benchmarks/gui_first_frame.py)
+
         pid = self.engine_pid
         if pid is None:
             return 0

@@ -19,8 +19,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import psutil
-
 from localai_app.core.atomic import write_text_atomic
 from localai_app.core.engine_process import probe_engine
 from localai_app.core.errors import EngineError
@@ -225,6 +223,8 @@ def _installed_build_key() -> list[Any]:
 def detect(*, with_build: bool = True, cache_dir: Path | None = None) -> Hardware:
     """Read this machine. `with_build` also starts an engine process (about a second) to probe the build, or
     reads the probe's result from `cache_dir` when llama-cpp-python has not changed since."""
+    import psutil  # imported here, not at the top: ~28 ms of the GUI's start (benchmarks/gui_first_frame.py)
+
     machine = platform.machine()
     notes: list[str] = []
     model, flags = _cpu_model_and_flags(machine)

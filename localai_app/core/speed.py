@@ -17,9 +17,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import numpy as np
-import psutil
-
 from localai_app.core.atomic import write_text_atomic
 from localai_app.core.hardware import Hardware
 from localai_app.core.model_shape import ModelShape
@@ -65,6 +62,10 @@ def measure_bandwidth(threads: int) -> float:
     The median, not the best: on a shared machine the best round catches a quiet moment the model's replies
     will not get (the best of 5 read 13.5-20 GB/s across runs here while generation stayed at 34-39 tokens/s).
     """
+    # Imported here, not at the top: ~85 + 28 ms of the GUI's start (benchmarks/gui_first_frame.py).
+    import numpy as np
+    import psutil
+
     size = min(PROBE_BYTES, psutil.virtual_memory().available // 8) // 8 * 8
     data = np.ones(size // 8, dtype=np.float64)  # ones, not empty: the pages must really exist
     chunks = np.array_split(data, threads)
@@ -177,6 +178,8 @@ class SpeedHistory:
 
 def diagnose_slow_run(run: Run, hardware: Hardware, model_path: Path) -> list[str]:
     """Likely causes, in words, when a run reached less than SLOW_SHARE of the bandwidth bound; [] otherwise."""
+    import psutil  # imported here, not at the top: ~28 ms of the GUI's start (benchmarks/gui_first_frame.py)
+
     if run.efficiency >= SLOW_SHARE:
         return []
     causes: list[str] = []
@@ -197,6 +200,8 @@ def diagnose_slow_run(run: Run, hardware: Hardware, model_path: Path) -> list[st
 
 
 def _filesystem_of(path: Path) -> str:
+    import psutil  # imported here, not at the top: ~28 ms of the GUI's start (benchmarks/gui_first_frame.py)
+
     resolved = os.path.realpath(path)
     best = ""
     kind = ""
