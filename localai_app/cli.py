@@ -11,12 +11,13 @@ import logging
 import sys
 from pathlib import Path
 
-from localai_app import __version__
+from localai_app import __version__, cli_hub
 from localai_app.core import hardware
 from localai_app.core.advice import advise_here
 from localai_app.core.engine_manager import manager_for
 from localai_app.core.errors import AppError, EngineError
 from localai_app.core.estimate import Overrides
+from localai_app.core.hub import OfflineError, TransientError
 from localai_app.core.library import Library, ModelInfo, format_bytes
 from localai_app.core.paths import AppPaths
 from localai_app.core.replies import Delta, SamplingOptions
@@ -57,6 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_load_options(chat)
     chat.add_argument("--force", action="store_true", help="load even when the model is estimated not to fit")
     chat.add_argument("--stats", action="store_true", help="print one JSON line of statistics to stderr")
+    cli_hub.add_commands(commands)
     return parser
 
 
@@ -105,8 +107,10 @@ def main(argv: list[str] | None = None) -> int:
             return describe_hardware(as_json=args.json)
         if args.command == "fit":
             return describe_fit(paths, args)
+        if args.command in ("search", "files", "pull"):
+            return cli_hub.run(paths, args)
         return chat(paths, args)
-    except EngineError as error:
+    except (EngineError, OfflineError, TransientError) as error:  # not the user's doing
         print(f"localai-app: {error}", file=sys.stderr)
         return EXIT_FAILURE
     except AppError as error:

@@ -9,6 +9,7 @@ import pytest
 from localai_app.core import starter
 from localai_app.core.paths import AppPaths
 from tests.fakes.gguf_builder import CHATML_TEMPLATE, write_tiny_model
+from tests.fakes.hub_server import FakeHub
 
 # Qt aborts without a display; a plain `pytest` (not only packaging/setup.sh) must work headless too.
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
@@ -40,3 +41,10 @@ def tiny_library_paths(app_paths: AppPaths, tiny_model: Path, tiny_chat_model: P
     for model in (tiny_model, tiny_chat_model):
         (app_paths.models / model.name).write_bytes(model.read_bytes())
     yield app_paths
+
+
+@pytest.fixture
+def fake_hub() -> Iterator[FakeHub]:
+    """A real HTTP server on 127.0.0.1 playing the Hugging Face Hub."""
+    with FakeHub() as hub:
+        yield hub

@@ -11,6 +11,10 @@ class ModelFileError(AppError):
     """A file that should be a GGUF model cannot be used (missing, unreadable, not GGUF, corrupt, truncated)."""
 
 
+class HeaderIncompleteError(ModelFileError):
+    """Only the start of a file was read (a ranged request) and its header goes on: read more of it."""
+
+
 class UnknownModelError(AppError):
     """A model name that matches nothing in the library."""
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeAlias
 
-from localai_app.core.errors import ModelFileError
+from localai_app.core.errors import HeaderIncompleteError, ModelFileError
 
 MAGIC = b"GGUF"
 SUPPORTED_VERSIONS = (2, 3)
@@ -157,8 +157,10 @@ class _Cursor:
         return ModelFileError(f"{self.path.name} is not a usable GGUF file: {what} (at byte {self.position}).")
 
     def need(self, count: int, what: str) -> None:
-        if count < 0 or count > self.size - self.position:
+        if count < 0 or count > self.file_size - self.position:
             raise self.fail(f"{what} runs past the end of the file")
+        if count > self.size - self.position:  # within the file, past the prefix we were given
+            raise HeaderIncompleteError(f"{self.path.name}: the header continues past byte {self.size}.")
 
     def scalar(self, value_type: int) -> int | float | bool:
         fmt, size = _SCALARS[value_type]
@@ -210,7 +212,7 @@ def read_header(path: Path) -> GGUFHeader:
 def parse_header_prefix(data: bytes, *, file_size: int, name: str) -> GGUFHeader:
     """Parse a header from the first bytes of a file of `file_size` bytes (a ranged download from the Hub).
 
-    Raises ModelFileError when `data` ends inside the header: fetch more and try again.
+    Raises HeaderIncompleteError when `data` ends inside the header: fetch more and try again.
     """
     return _parse(_Cursor(data, Path(name), file_size))
 
@@ -225,9 +227,9 @@ def _parse(cursor: _Cursor) -> GGUFHeader:
     tensor_count = cursor.u64()
     kv_count = cursor.u64()
     # Each key/value pair takes at least 8 (key length) + 4 (type) + 1 bytes; each tensor at least 8+4+4+8.
-    if kv_count * 13 > cursor.size - cursor.position:
+    if kv_count * 13 > cursor.file_size - cursor.position:
         raise cursor.fail(f"it declares {kv_count} metadata entries, more than the file can hold")
-    if tensor_count * 24 > cursor.size - cursor.position:
+    if tensor_count * 24 > cursor.file_size - cursor.position:
         raise cursor.fail(f"it declares {tensor_count} tensors, more than the file can hold")
 
     metadata: dict[str, Value] = {}

@@ -17,6 +17,7 @@ from typing import Any
 
 from localai_app.core import starter
 from localai_app.core.atomic import write_text_atomic
+from localai_app.core.catalog import licence_terms
 from localai_app.core.errors import AppError, ModelFileError, UnknownModelError
 from localai_app.core.gguf_header import GGUFHeader, read_header
 from localai_app.core.model_shape import ModelShape, shape_from_headers
@@ -24,6 +25,7 @@ from localai_app.core.paths import AppPaths
 
 log = logging.getLogger(__name__)
 
+DOWNLOAD_RECORD = "source.json"  # written by core/downloads.py next to the files it installs
 BUNDLED = "bundled"
 IN_LIBRARY = "library"
 REFERENCED = "referenced"
@@ -42,16 +44,6 @@ FILE_TYPES: dict[int, str] = {
     26: "IQ3_S", 27: "IQ3_M", 28: "IQ2_S", 29: "IQ2_M", 30: "IQ4_XS", 31: "IQ1_M", 32: "BF16", 36: "TQ1_0",
     37: "TQ2_0", 38: "MXFP4_MOE", 39: "NVFP4", 40: "Q1_0",
 }  # fmt: skip
-
-LICENCE_NAMES = {
-    "gemma": starter.LICENCE_NAME,
-    "apache-2.0": "Apache 2.0",
-    "mit": "MIT",
-    "llama3": "Llama 3 Community License",
-    "llama3.1": "Llama 3.1 Community License",
-    "llama3.2": "Llama 3.2 Community License",
-    "cc-by-nc-4.0": "CC BY-NC 4.0 (non-commercial)",
-}
 
 
 @dataclass(frozen=True)
@@ -72,6 +64,7 @@ class ModelInfo:
     sha256: str | None = None
     problem: str | None = None  # why the file cannot be used; None when it can
     shape: ModelShape | None = None  # what memory and speed estimates need; None when the header lacks it
+    origin: str = ""  # "owner/repo@commit" for a model downloaded from the Hub
 
     @property
     def usable(self) -> bool:
@@ -214,9 +207,16 @@ class Library:
     # -- internals ---------------------------------------------------------------------------------------------
 
     def _files_in_models(self) -> list[Path]:
+        """GGUFs in the models folder and its subfolders (downloads go to `owner/repo/`), except hidden ones such
+        as the partial downloads in `.partial/`."""
         if not self.paths.models.is_dir():
             return []
-        return sorted(path for path in self.paths.models.iterdir() if path.suffix.lower() == ".gguf")
+        return sorted(
+            path
+            for path in self.paths.models.rglob("*")
+            if path.suffix.lower() == ".gguf"
+            and not any(part.startswith(".") for part in path.relative_to(self.paths.models).parts)
+        )
 
     def _referenced_groups(self) -> list[tuple[Path, ...]]:
         groups = []
@@ -276,6 +276,9 @@ class Library:
             sha256 = starter.expected_sha256() if source == BUNDLED else None
             stored = {**fields, "shape": fields["shape"].as_json() if fields.get("shape") else None}
             cache.entries[key] = {"fingerprint": fingerprint, "fields": stored, "sha256": sha256}
+        origin = _download_record(first) if source == IN_LIBRARY else None
+        if origin and origin.get("size") == sizes[0].st_size and isinstance(origin.get("sha256"), str):
+            sha256 = sha256 or origin["sha256"]  # verified while downloading: no need to hash it again
         return ModelInfo(
             name=name,
             title=fields.pop("title", None) or name,
@@ -284,6 +287,7 @@ class Library:
             source=source,
             file_size=sum(stat.st_size for stat in sizes),
             sha256=sha256,
+            origin=f"{origin.get('repo')}@{str(origin.get('commit'))[:7]}" if origin else "",
             **fields,
         )
 
@@ -317,10 +321,20 @@ def _fields_from(header: GGUFHeader, parameter_count: int, path: Path, shape: Mo
         "size_label": header.string("general.size_label") or format_parameters(parameter_count),
         "quantization": quantization,
         "context_length": header.integer(f"{architecture}.context_length") or 0,
-        "licence": LICENCE_NAMES.get(licence.lower(), licence),
+        "licence": licence_terms(licence).name if licence else "",
         "has_chat_template": header.has_key("tokenizer.chat_template"),
         "shape": shape,
     }
+
+
+def _download_record(first_part: Path) -> dict[str, Any] | None:
+    """What core/downloads.py recorded about a downloaded file (repo, commit, size, SHA-256), if anything."""
+    try:
+        document = json.loads((first_part.parent / DOWNLOAD_RECORD).read_text(encoding="utf-8"))
+        record = document["files"][first_part.name]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return record if isinstance(record, dict) else None
 
 
 def _cache_key(parts: tuple[Path, ...]) -> str:

@@ -8,7 +8,7 @@ metadata.
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from localai_app.core.gguf_header import GGUFHeader, SkippedArray, Value
@@ -47,6 +47,27 @@ class ModelShape:
     def bytes_read_per_token(self) -> int:
         """Weights streamed from memory to produce one token: what bounds generation speed."""
         return sum(self.layer_active_bytes) + self.output_bytes
+
+    def with_weight_bytes(self, weight_bytes: int) -> ModelShape:
+        """The same model in another quantization of `weight_bytes`: every weight size scaled alike.
+
+        The Hub browser reads one header per repository (a header can be megabytes) and describes its other files
+        by their sizes. Blocks with no tensors in the header read (the later parts of a split model) get the
+        average of those present.
+        """
+        present = [size for size in self.layer_bytes if size] or [1]
+        present_active = [size for size in self.layer_active_bytes if size] or [1]
+        layers = tuple(size or sum(present) // len(present) for size in self.layer_bytes)
+        active = tuple(size or sum(present_active) // len(present_active) for size in self.layer_active_bytes)
+        filled = replace(self, layer_bytes=layers, layer_active_bytes=active)
+        scale = weight_bytes / max(1, filled.weight_bytes)
+        return replace(
+            filled,
+            layer_bytes=tuple(round(size * scale) for size in layers),
+            layer_active_bytes=tuple(round(size * scale) for size in active),
+            input_bytes=round(self.input_bytes * scale),
+            output_bytes=round(self.output_bytes * scale),
+        )
 
     def as_json(self) -> dict[str, Any]:
         return asdict(self)

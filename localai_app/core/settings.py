@@ -39,6 +39,8 @@ class Settings:
     threads: int | None = None
     gpu_layers: int | None = None
     ui_scale: float = 1.0
+    # None: HF_ENDPOINT from the environment, else the public Hub. A mirror's address otherwise.
+    hub_endpoint: str | None = None
 
     def overrides(self) -> Overrides:
         return Overrides(context=self.context_length, threads=self.threads, gpu_layers=self.gpu_layers)
