@@ -15,9 +15,8 @@ from localai_app import __version__, cli_hub
 from localai_app.core import hardware
 from localai_app.core.advice import advise_here
 from localai_app.core.engine_manager import manager_for
-from localai_app.core.errors import AppError, EngineError
+from localai_app.core.errors import AppError, EngineError, OfflineError, TransientError
 from localai_app.core.estimate import Overrides
-from localai_app.core.hub import OfflineError, TransientError
 from localai_app.core.library import Library, ModelInfo, format_bytes
 from localai_app.core.paths import AppPaths
 from localai_app.core.replies import Delta, SamplingOptions

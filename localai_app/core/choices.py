@@ -4,14 +4,17 @@ the one to recommend. Shared by `localai-app files`/`pull` and the GUI's reposit
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from localai_app.core.advice import Advice, advise_here
 from localai_app.core.errors import ModelFileError
 from localai_app.core.estimate import AUTOMATIC, Overrides
 from localai_app.core.hardware import Hardware
-from localai_app.core.hub import Hub, RepoDetails
 from localai_app.core.hub_files import QuantChoice, group_files, recommend
 from localai_app.core.paths import AppPaths
+
+if TYPE_CHECKING:  # the gateway imports huggingface_hub (~0.4 s); callers pass it in
+    from localai_app.core.hub import Hub, RepoDetails
 
 
 @dataclass(frozen=True)

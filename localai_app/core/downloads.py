@@ -22,14 +22,16 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from localai_app.core.atomic import write_text_atomic
-from localai_app.core.errors import AppError
-from localai_app.core.hub import Hub, HubError, TransientError
+from localai_app.core.errors import AppError, HubError, TransientError
 from localai_app.core.hub_files import QuantChoice, RemoteFile, check_repo_id, local_name
 from localai_app.core.library import DOWNLOAD_RECORD, format_bytes
 from localai_app.core.paths import AppPaths
+
+if TYPE_CHECKING:  # the Hub gateway imports huggingface_hub (~0.4 s): only the downloads themselves need it
+    from localai_app.core.hub import Hub
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +41,7 @@ CHUNK = 1 << 20
 SYNC_EVERY = 64 << 20  # bytes between fsyncs of the partial file: a power cut loses at most this much
 SPACE_MARGIN = 256 << 20  # left free on the disk after a download, for the rest of the system
 RATE_WINDOW = 5.0  # seconds of transfer the displayed speed averages over
+PROGRESS_INTERVAL = 0.1  # seconds between progress reports of one download
 _NO_ROOM = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 
 QUEUED, RUNNING, PAUSED, FAILED, DONE, CANCELLED = "queued", "running", "paused", "failed", "done", "cancelled"
@@ -271,7 +274,7 @@ class DownloadManager:
         self._policy = policy or RetryPolicy()
         self._listener = listener or (lambda progress: None)
         self._lock = threading.RLock()
-        self._jobs: dict[str, Job] = {job.job_id: job for job in self._load()}
+        self._jobs: dict[str, Job] = {job.job_id: job for job in read_queue(paths)}
         self._running: dict[str, _Running] = {}
 
     # -- the queue ------------------------------------------------------------------------------------------------
@@ -399,11 +402,17 @@ class DownloadManager:
         hub = self._hub_factory()
         sizes_before = [0] * len(job.files)
 
+        last_report = [0.0]
+
         def counted(index: int) -> Callable[[int], None]:
             def on_bytes(done: int) -> None:
                 sizes_before[index] = done
-                running.record(sum(sizes_before))
-                self._notify(job)
+                running.done = sum(sizes_before)
+                now = time.monotonic()
+                if now - last_report[0] >= PROGRESS_INTERVAL:  # a fast link delivers thousands of reads a second
+                    last_report[0] = now
+                    running.record(running.done)
+                    self._notify(job)
 
             return on_bytes
 
@@ -485,29 +494,36 @@ class DownloadManager:
             progress = self._progress(job)
         self._listener(progress)
 
-    def _load(self) -> list[Job]:
-        try:
-            document = json.loads((self._paths.data / QUEUE_FILE).read_text(encoding="utf-8"))
-            return [
-                Job(
-                    item["repo_id"],
-                    item["commit"],
-                    item["name"],
-                    [RemoteFile(**file) for file in item["files"]],
-                    item["state"],
-                    item.get("error", ""),
-                )
-                for item in document["jobs"]
-            ]
-        except FileNotFoundError:
-            return []
-        except (OSError, ValueError, KeyError, TypeError) as error:
-            log.warning("downloads: the queue file is unreadable (%s); starting with an empty queue", error)
-            return []
-
     def _save(self) -> None:
         jobs = [asdict(job) for job in self._jobs.values()]
         write_text_atomic(self._paths.data / QUEUE_FILE, json.dumps({"schema_version": 1, "jobs": jobs}, indent=2))
+
+
+def read_queue(paths: AppPaths) -> list[Job]:
+    """The saved queue; an unreadable one is logged and treated as empty (the partial files stay)."""
+    try:
+        document = json.loads((paths.data / QUEUE_FILE).read_text(encoding="utf-8"))
+        return [
+            Job(
+                item["repo_id"],
+                item["commit"],
+                item["name"],
+                [RemoteFile(**file) for file in item["files"]],
+                item["state"],
+                item.get("error", ""),
+            )
+            for item in document["jobs"]
+        ]
+    except FileNotFoundError:
+        return []
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        log.warning("downloads: the queue file is unreadable (%s); starting with an empty queue", error)
+        return []
+
+
+def unfinished(paths: AppPaths) -> bool:
+    """Whether the saved queue holds downloads to go on with (cheap: the GUI asks at start)."""
+    return any(job.state in (QUEUED, RUNNING) for job in read_queue(paths))
 
 
 def _size_of(path: Path) -> int:

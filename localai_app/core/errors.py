@@ -33,3 +33,27 @@ class ConnectionLostError(EngineError):
 
 class WontFitError(AppError):
     """Loading this model with these settings would exhaust memory: refused unless the user insists."""
+
+
+class HubError(AppError):
+    """A Hub request failed; `str()` says why in one sentence."""
+
+
+class OfflineError(HubError):
+    """The Hub cannot be reached at all."""
+
+
+class AccessError(HubError):
+    """Gated or private: the user must accept a licence or set a token."""
+
+
+class NotOnHubError(HubError):
+    """The repository, revision or file does not exist (any more)."""
+
+
+class TransientError(HubError):
+    """Worth retrying: a dropped connection, a server error, rate limiting."""
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after

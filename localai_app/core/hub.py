@@ -14,15 +14,25 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urljoin, urlsplit
 
 import httpx
 import httpx2
 from huggingface_hub import HfApi, get_token, hf_hub_url
+from huggingface_hub import constants as hub_constants
 from huggingface_hub import errors as hub_errors
 
-from localai_app.core.errors import AppError, HeaderIncompleteError
+from localai_app.core.atomic import write_text_atomic
+from localai_app.core.errors import (
+    AccessError,
+    HeaderIncompleteError,
+    HubError,
+    NotOnHubError,
+    OfflineError,
+    TransientError,
+)
 from localai_app.core.gguf_header import parse_header_prefix
 from localai_app.core.hub_files import RemoteFile, check_repo_id
 from localai_app.core.model_shape import ModelShape, shape_from_headers
@@ -45,30 +55,6 @@ HEADER_READS = (1 << 20, 8 << 20, 64 << 20)  # bytes to try: most headers fit in
 MAX_REDIRECTS = 5
 
 
-class HubError(AppError):
-    """A Hub request failed; `str()` says why in one sentence."""
-
-
-class OfflineError(HubError):
-    """The Hub cannot be reached at all."""
-
-
-class AccessError(HubError):
-    """Gated or private: the user must accept a licence or set a token."""
-
-
-class NotOnHubError(HubError):
-    """The repository, revision or file does not exist (any more)."""
-
-
-class TransientError(HubError):
-    """Worth retrying: a dropped connection, a server error, rate limiting."""
-
-    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after
-
-
 @dataclass(frozen=True)
 class RepoSummary:
     repo_id: str
@@ -89,6 +75,17 @@ class RepoDetails:
     files: list[RemoteFile]
 
 
+def save_token(token: str) -> None:
+    """Store an access token where huggingface_hub keeps it (`hf auth login` uses the same file, readable by the
+    user only), never in the app's settings. An empty token removes it."""
+    path = Path(hub_constants.HF_TOKEN_PATH)
+    if not token.strip():
+        path.unlink(missing_ok=True)
+        return
+    write_text_atomic(path, token.strip())
+    path.chmod(0o600)
+
+
 def endpoint_from(setting: str | None) -> str:
     """The user's setting, else HF_ENDPOINT (mirrors, and the tests' loopback Hub), else the public Hub."""
     return (setting or os.environ.get("HF_ENDPOINT") or PUBLIC_ENDPOINT).rstrip("/")
@@ -102,9 +99,16 @@ class Hub:
         self._api = HfApi(endpoint=self.endpoint, token=self._token or False)
         # Proxies come from the environment (trust_env); TLS is verified, always.
         self._http = httpx.Client(timeout=httpx.Timeout(timeout, connect=10.0), follow_redirects=False, verify=True)
+        self._reachable = False
 
     def close(self) -> None:
         self._http.close()
+
+    def __enter__(self) -> Hub:
+        return self
+
+    def __exit__(self, *exception: object) -> None:
+        self.close()
 
     @property
     def host(self) -> str:
@@ -114,6 +118,7 @@ class Hub:
         self, query: str, *, sort: str = "downloads", size_class: str | None = None, licence: str | None = None
     ) -> list[RepoSummary]:
         filters = ["gguf"] + ([f"license:{licence}"] if licence else [])
+        self._check_reachable()
         with self._explained(query):
             found = self._api.list_models(
                 search=query or None,
@@ -127,6 +132,7 @@ class Hub:
 
     def repository(self, repo_id: str) -> RepoDetails:
         check_repo_id(repo_id)
+        self._check_reachable()
         with self._explained(repo_id):
             info = self._api.model_info(repo_id, files_metadata=True)
         files = [
@@ -134,6 +140,13 @@ class Hub:
             for sibling in info.siblings or []
         ]
         return RepoDetails(_summary(info), info.sha or "", files)
+
+    def _check_reachable(self) -> None:
+        """Say "offline" at once: huggingface_hub retries a refused connection with backoff for ~15 s first."""
+        if not self._reachable:
+            with self._transport_explained():
+                self._http.head(self.endpoint, timeout=5.0)
+            self._reachable = True
 
     def card(self, repo_id: str, commit: str) -> str:
         """The model card (README.md) as text, cut at CARD_LIMIT; "" when the repository has none."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from PySide6.QtCore import QEvent, QObject, Qt, QThread, QTimer, Signal
 from PySide6.QtGui import QCloseEvent, QKeyEvent, QShowEvent
 from PySide6.QtWidgets import (
@@ -18,8 +20,10 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from localai_app.core import hardware
+from localai_app.core import downloads, hardware
 from localai_app.core.advice import Advice, advise_here
+from localai_app.core.choices import Assessment, assess
+from localai_app.core.downloads import DownloadManager
 from localai_app.core.engine_manager import EngineManager
 from localai_app.core.estimate import LoadPlan
 from localai_app.core.hardware import Hardware
@@ -29,6 +33,10 @@ from localai_app.core.paths import AppPaths
 from localai_app.core.replies import SamplingOptions
 from localai_app.core.settings import Settings, save_settings
 from localai_app.ui.chat_view import ChatView
+
+if TYPE_CHECKING:
+    from localai_app.core.hub import RepoDetails
+    from localai_app.ui.discover_panel import DiscoverPanel
 from localai_app.ui.engine_worker import EngineWorker
 from localai_app.ui.hardware_panel import HardwarePanel
 from localai_app.ui.library_panel import LibraryPanel
@@ -88,6 +96,8 @@ class MainWindow(QMainWindow):
         splitter.addWidget(self.library_panel)
         splitter.addWidget(self.hardware_panel)
         splitter.setStretchFactor(0, 3)
+        self._panels = splitter
+        self.discover_panel: DiscoverPanel | None = None  # built when first needed: the Hub libraries load slowly
 
         self._build_banner()
 
@@ -130,6 +140,9 @@ class MainWindow(QMainWindow):
         self.library_button.setCheckable(True)
         self.hardware_button = QPushButton("Hardware")
         self.hardware_button.setCheckable(True)
+        self.discover_button = QPushButton("Discover")
+        self.discover_button.setCheckable(True)
+        self.discover_button.setToolTip("Find models: recommended ones (offline) and the Hugging Face Hub")
         self.load_label = QLabel()  # what the load chose (context, threads, GPU layers); the reasons as tooltip
         self.load_label.setObjectName("loadLabel")
         top = QHBoxLayout()
@@ -137,6 +150,7 @@ class MainWindow(QMainWindow):
         top.addWidget(self.model_picker)
         top.addWidget(self.library_button)
         top.addWidget(self.hardware_button)
+        top.addWidget(self.discover_button)
         top.addStretch(1)
         top.addWidget(self.load_label)
         return top
@@ -203,6 +217,7 @@ class MainWindow(QMainWindow):
         self.stop_button.clicked.connect(self.stop)
         self.library_button.toggled.connect(self.library_panel.setVisible)
         self.hardware_button.toggled.connect(self._toggle_hardware)
+        self.discover_button.toggled.connect(self._toggle_discover)
         self.insist_button.clicked.connect(self._insist)
         self.model_picker.currentIndexChanged.connect(self._on_model_chosen)
         self.library_panel.models_changed.connect(self._set_models)
@@ -361,6 +376,40 @@ class MainWindow(QMainWindow):
 
     # -- estimates (run off the GUI thread) ----------------------------------------------------------------------
 
+    def _toggle_discover(self, visible: bool) -> None:
+        self._discover().setVisible(visible)
+
+    def _discover(self) -> DiscoverPanel:
+        if self.discover_panel is None:
+            from localai_app.core.hub import Hub, endpoint_from
+            from localai_app.ui.discover_panel import DiscoverPanel
+
+            def hub() -> Hub:
+                return Hub(endpoint_from(self._settings.hub_endpoint))
+
+            def assess_repository(client: Hub, details: RepoDetails) -> Assessment:
+                machine = hardware.detect(cache_dir=self._paths.cache)
+                return assess(client, details, machine, self._paths, self.engine_manager.overrides, measure=False)
+
+            def free_memory() -> int:
+                machine = hardware.detect(with_build=False)
+                discrete = [gpu.free_bytes or 0 for gpu in machine.gpus if not gpu.unified_memory]
+                return machine.available_ram_bytes + sum(discrete)
+
+            panel = DiscoverPanel(
+                hub,
+                assess_repository,
+                lambda listener: DownloadManager(self._paths, hub, listener=listener),
+                free_memory,
+            )
+            panel.hide()
+            panel.model_downloaded.connect(lambda _: self.library_panel.refresh())
+            panel.message.connect(lambda text: self.statusBar().showMessage(text, 10000))
+            panel.show_catalog()
+            self._panels.addWidget(panel)
+            self.discover_panel = panel
+        return self.discover_panel
+
     def _survey(self, model: ModelInfo | None) -> tuple[Hardware, Advice | None]:
         machine = hardware.detect(cache_dir=self._paths.cache)
         if model is None or model.shape is None:
@@ -397,12 +446,16 @@ class MainWindow(QMainWindow):
             # First frame first: the library scan, and the model preload it triggers (a child process competing
             # for the CPU), start once the window is on screen. Measured: up to 80 ms sooner to the first paint.
             QTimer.singleShot(0, self.library_panel.refresh)
+            if downloads.unfinished(self._paths):  # downloads interrupted by quitting or a crash go on
+                QTimer.singleShot(0, self._discover)
 
     def closeEvent(self, event: QCloseEvent) -> None:
         self._settings.sampling.temperature = self.temperature.value()
         self._settings.sampling.max_tokens = self.max_tokens.value()
         self._settings.sampling.seed = self.sampling().seed
         save_settings(self._paths.config, self._settings)
+        if self.discover_panel is not None:
+            self.discover_panel.shutdown()  # partial downloads stay on disk and resume at the next start
         self.worker.request_stop()
         self.engine_manager.shutdown()  # kills the engine, which also ends a stream the worker may be reading
         self._thread.quit()

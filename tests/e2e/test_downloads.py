@@ -64,7 +64,8 @@ def manager_for(
 
 
 def the_choice(hub: FakeHub, name: str = FILE) -> tuple[str, QuantChoice]:
-    details = Hub(hub.url).repository(REPO)
+    with Hub(hub.url) as client:
+        details = client.repository(REPO)
     choices, _ = group_files(details.files)
     return details.commit, next(choice for choice in choices if choice.name == name)
 
@@ -234,7 +235,7 @@ def test_pause_resume_and_a_restart_continue_from_the_bytes_on_disk(
 ) -> None:
     commit, choice = the_choice(slow_cut)
     recorder = Recorder()
-    slow = RetryPolicy(base_delay=3.0, max_delay=3.0)  # the retry after the cut waits: time to pause it
+    slow = RetryPolicy(base_delay=60.0, max_delay=60.0)  # the retry after the cut waits: time to pause it
     manager = DownloadManager(app_paths, lambda: Hub(slow_cut.url), policy=slow, listener=recorder)
     job = manager.add(REPO, commit, choice)
     manager.start()
@@ -258,7 +259,7 @@ def test_pause_resume_and_a_restart_continue_from_the_bytes_on_disk(
 def test_cancel_deletes_the_partial_data(app_paths: AppPaths, slow_cut: FakeHub) -> None:
     commit, choice = the_choice(slow_cut)
     recorder = Recorder()
-    slow = RetryPolicy(base_delay=3.0, max_delay=3.0)
+    slow = RetryPolicy(base_delay=60.0, max_delay=60.0)
     manager = DownloadManager(app_paths, lambda: Hub(slow_cut.url), policy=slow, listener=recorder)
     job = manager.add(REPO, commit, choice)
     manager.start()
@@ -274,7 +275,8 @@ def test_cancel_deletes_the_partial_data(app_paths: AppPaths, slow_cut: FakeHub)
 def test_several_downloads_run_at_once(app_paths: AppPaths, fake_hub: FakeHub) -> None:
     files: dict[str, bytes | Path] = {f"Many-{quant}.gguf": os.urandom(SIZE) for quant in ("Q4_K_M", "Q5_K_M", "Q8_0")}
     fake_hub.add_repo(FakeRepo(REPO, files))
-    details = Hub(fake_hub.url).repository(REPO)
+    with Hub(fake_hub.url) as client:
+        details = client.repository(REPO)
     choices, _ = group_files(details.files)
     recorder = Recorder()
     manager = DownloadManager(app_paths, lambda: Hub(fake_hub.url), parallel=3, policy=FAST, listener=recorder)

@@ -773,9 +773,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(data)
 
     def _stream(self, record: RequestRecord, span: _Span) -> None:
-        with contextlib.closing(
-            _read_chunks(span.blob.source, span.start, span.stop)
-        ) as chunks:  # a client may hang up
+        """Closes the file at once even when the client hangs up mid-stream."""
+        with contextlib.closing(_read_chunks(span.blob.source, span.start, span.stop)) as chunks:
             for offset, chunk in chunks:
                 self._write(record, _flipped(chunk, offset, span.flip_at))
         if span.stop < span.end:
