@@ -202,10 +202,6 @@ class Hub:
                 return
         raise HubError(f"The Hub redirected {path} too many times.")
 
-    def page(self, repo_id: str) -> str:
-        """The repository's web page, where a licence is accepted."""
-        return f"{self.endpoint}/{repo_id}"
-
     @contextmanager
     def _explained(self, subject: str) -> Iterator[None]:
         """Turn huggingface_hub's and the transport's errors into HubErrors."""

@@ -230,17 +230,23 @@ def slow_cut(hub: FakeHub) -> Iterator[FakeHub]:
     yield hub
 
 
-def test_pause_resume_and_a_restart_continue_from_the_bytes_on_disk(
-    app_paths: AppPaths, slow_cut: FakeHub, content: bytes
-) -> None:
-    commit, choice = the_choice(slow_cut)
+def start_until_cut(paths: AppPaths, hub: FakeHub) -> tuple[DownloadManager, str, Recorder]:
+    """A background download, returned once it has reached the cut; its retry waits a minute, time to act on it."""
+    commit, choice = the_choice(hub)
     recorder = Recorder()
-    slow = RetryPolicy(base_delay=60.0, max_delay=60.0)  # the retry after the cut waits: time to pause it
-    manager = DownloadManager(app_paths, lambda: Hub(slow_cut.url), policy=slow, listener=recorder)
+    slow = RetryPolicy(base_delay=60.0, max_delay=60.0)
+    manager = DownloadManager(paths, lambda: Hub(hub.url), policy=slow, listener=recorder)
     job = manager.add(REPO, commit, choice)
     manager.start()
     with recorder.changed:
         recorder.changed.wait_for(lambda: any(report.done >= SIZE // 2 for report in recorder.reports), 20)
+    return manager, job, recorder
+
+
+def test_pause_resume_and_a_restart_continue_from_the_bytes_on_disk(
+    app_paths: AppPaths, slow_cut: FakeHub, content: bytes
+) -> None:
+    manager, job, recorder = start_until_cut(app_paths, slow_cut)
     manager.pause(job)
     paused = recorder.wait_for(PAUSED)
     assert paused.done == SIZE // 2
@@ -257,14 +263,7 @@ def test_pause_resume_and_a_restart_continue_from_the_bytes_on_disk(
 
 
 def test_cancel_deletes_the_partial_data(app_paths: AppPaths, slow_cut: FakeHub) -> None:
-    commit, choice = the_choice(slow_cut)
-    recorder = Recorder()
-    slow = RetryPolicy(base_delay=60.0, max_delay=60.0)
-    manager = DownloadManager(app_paths, lambda: Hub(slow_cut.url), policy=slow, listener=recorder)
-    job = manager.add(REPO, commit, choice)
-    manager.start()
-    with recorder.changed:
-        recorder.changed.wait_for(lambda: any(report.done >= SIZE // 2 for report in recorder.reports), 20)
+    manager, job, recorder = start_until_cut(app_paths, slow_cut)
     manager.cancel(job)
     recorder.wait_for(downloads.CANCELLED)
     assert manager.jobs() == []

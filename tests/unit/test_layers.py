@@ -6,22 +6,21 @@ import subprocess
 import sys
 
 
-def test_gui_and_cli_modules_do_not_import_llama_cpp() -> None:
+def assert_imports_nothing_matching(modules: str, condition: str) -> None:
+    """Import `modules` in a fresh interpreter; fail listing every loaded module `m` for which `condition` holds."""
     code = (
-        "import sys, localai_app.app, localai_app.cli;"
-        "bad = [m for m in sys.modules if m.split('.')[0] == 'llama_cpp' or m.startswith('localai_app.engine')];"
-        "print(bad); sys.exit(1 if bad else 0)"
+        f"import sys, {modules}; bad = sorted(m for m in sys.modules if {condition}); print(bad); sys.exit(bool(bad))"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_gui_and_cli_modules_do_not_import_llama_cpp() -> None:
+    assert_imports_nothing_matching(
+        "localai_app.app, localai_app.cli", "m.split('.')[0] == 'llama_cpp' or m.startswith('localai_app.engine')"
+    )
 
 
 def test_gui_start_does_not_import_heavy_libraries_it_only_needs_later() -> None:
     """numpy and psutil cost ~110 ms of a ~400 ms first frame; only measurements after the first paint use them."""
-    code = (
-        "import sys, localai_app.app;"
-        "heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('numpy', 'psutil', 'huggingface_hub'));"
-        "print(heavy); sys.exit(1 if heavy else 0)"
-    )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
-    assert result.returncode == 0, result.stdout + result.stderr
+    assert_imports_nothing_matching("localai_app.app", "m.split('.')[0] in ('numpy', 'psutil', 'huggingface_hub')")
