@@ -15,6 +15,7 @@ import hashlib
 import json
 import logging
 import os
+import queue
 import random
 import shutil
 import threading
@@ -22,6 +23,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from localai_app.core.atomic import write_text_atomic
@@ -38,7 +40,10 @@ log = logging.getLogger(__name__)
 PARTIAL_DIR = ".partial"
 QUEUE_FILE = "downloads.json"
 CHUNK = 1 << 20
-SYNC_EVERY = 64 << 20  # bytes between fsyncs of the partial file: a power cut loses at most this much
+SYNC_EVERY = 64 << 20  # bytes between fsyncs of the partial file, which bound what a power cut can lose
+# Blocks received but not yet written or hashed (a read is at most 1 MiB, see core/hub.py): a kill loses at most
+# these and the block in hand, and the threads still run smoothly with so few.
+WRITE_QUEUE_BLOCKS = 2
 SPACE_MARGIN = 256 << 20  # left free on the disk after a download, for the rest of the system
 RATE_WINDOW = 5.0  # seconds of transfer the displayed speed averages over
 PROGRESS_INTERVAL = 0.1  # seconds between progress reports of one download
@@ -222,9 +227,8 @@ class Transfer:
         """One request from `offset`; returns the new offset. Transport trouble is raised as TransientError."""
         try:
             opened = self._hub.open(self._job.repo_id, self._job.commit, file.path, start=offset)
-            with opened as response, part.open("ab") as out:
+            with opened as response, _PartWriter(part, hasher) as writer:
                 skip = offset if response.status_code == 200 else 0  # the server ignored the range: drop what we have
-                unsynced = 0
                 for received in response.iter_raw():  # as it arrives: a cut loses nothing already received
                     if self._stop.is_set():
                         raise _StopRequestedError
@@ -232,17 +236,9 @@ class Transfer:
                     block, skip = received[dropped:], skip - dropped
                     if offset + len(block) > file.size:
                         raise TransientError(f"The server sent more of {file.path} than the Hub lists.")
-                    out.write(block)
-                    hasher.update(block)
+                    writer.write(block)
                     offset += len(block)
-                    unsynced += len(block)
-                    if unsynced >= SYNC_EVERY:
-                        out.flush()
-                        os.fsync(out.fileno())
-                        unsynced = 0
                     self._on_bytes(offset)
-                out.flush()
-                os.fsync(out.fileno())
         except OSError as error:
             if error.errno in _NO_ROOM:
                 part.unlink(missing_ok=True)
@@ -254,6 +250,72 @@ class Transfer:
         if offset < file.size:
             raise TransientError(f"The connection ended before the end of {file.path}.")
         return offset
+
+
+class _PartWriter:
+    """Appends received blocks to the partial file and hashes them, each on a thread of its own, so that the disk,
+    SHA-256 and the network reads overlap (file I/O and hashlib release the GIL). Few blocks wait in between, so a
+    kill loses little of what was received. Leaving the `with` block waits until every block is written, hashed
+    and synced; a write error is raised in the receiving thread."""
+
+    def __init__(self, part: Path, hasher: Any) -> None:
+        self._part = part
+        self._hasher = hasher
+        self._to_disk: queue.Queue[bytes | None] = queue.Queue(maxsize=WRITE_QUEUE_BLOCKS)
+        self._to_hash: queue.Queue[bytes | None] = queue.Queue(maxsize=WRITE_QUEUE_BLOCKS)
+        self._error: OSError | None = None
+        self._threads = [
+            threading.Thread(target=self._write_out, name="download-write", daemon=True),
+            threading.Thread(target=self._digest, name="download-hash", daemon=True),
+        ]
+
+    def __enter__(self) -> _PartWriter:
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def write(self, block: bytes) -> None:
+        if self._error:
+            raise self._error
+        self._to_disk.put(block)
+        self._to_hash.put(block)
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exception: BaseException | None, trace: TracebackType | None
+    ) -> None:
+        self._to_disk.put(None)
+        self._to_hash.put(None)
+        for thread in self._threads:
+            thread.join()
+        if self._error and exception is None:
+            raise self._error
+
+    def _digest(self) -> None:
+        while (block := self._to_hash.get()) is not None:
+            self._hasher.update(block)
+
+    def _write_out(self) -> None:
+        unsynced = 0
+        syncing: threading.Thread | None = None
+        try:
+            with self._part.open("ab") as out:
+                while (block := self._to_disk.get()) is not None:
+                    out.write(block)
+                    unsynced += len(block)
+                    if unsynced >= SYNC_EVERY and not (syncing and syncing.is_alive()):
+                        out.flush()
+                        # Flushing to the disk waits on it: in the background, while the writes go on.
+                        syncing = threading.Thread(target=os.fsync, args=(out.fileno(),), name="download-sync")
+                        syncing.start()
+                        unsynced = 0
+                out.flush()
+                if syncing:
+                    syncing.join()
+                os.fsync(out.fileno())
+        except OSError as error:
+            self._error = error
+            while self._to_disk.get() is not None:  # keep the receiver from blocking on a full queue
+                pass
 
 
 class DownloadManager:

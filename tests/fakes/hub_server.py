@@ -774,11 +774,23 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _stream(self, record: RequestRecord, span: _Span) -> None:
         """Closes the file at once even when the client hangs up mid-stream."""
-        with contextlib.closing(_read_chunks(span.blob.source, span.start, span.stop)) as chunks:
-            for offset, chunk in chunks:
-                self._write(record, _flipped(chunk, offset, span.flip_at))
+        if isinstance(span.blob.source, Path) and span.flip_at is None:
+            self._send_file(record, span.blob.source, span.start, span.stop)
+        else:
+            with contextlib.closing(_read_chunks(span.blob.source, span.start, span.stop)) as chunks:
+                for offset, chunk in chunks:
+                    self._write(record, _flipped(chunk, offset, span.flip_at))
         if span.stop < span.end:
             self._cut()
+
+    def _send_file(self, record: RequestRecord, path: Path, start: int, stop: int) -> None:
+        """Zero-copy, as a CDN serves: a Python read-and-write loop would take a core from the client, and the
+        download benchmark compares clients."""
+        with path.open("rb") as file:
+            for offset in range(start, stop, CHUNK):
+                count = min(CHUNK, stop - offset)
+                self._hub._count_sent(record, count)
+                self.connection.sendfile(file, offset, count)
 
     def _cut(self) -> None:
         """Ends the connection mid-body, so the client sees fewer bytes than Content-Length promised."""
