@@ -10,7 +10,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -22,7 +22,11 @@ REPO = "tester/Tiny-Chat-GGUF"
 
 
 def cli(
-    *args: str, basedir: Path, endpoint: str, preexec: Callable[[], object] | None = None
+    *args: str,
+    basedir: Path,
+    endpoint: str,
+    preexec: Callable[[], object] | None = None,
+    env: dict[str, str] | None = None,
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "localai_app", "--basedir", str(basedir), *args],
@@ -30,9 +34,27 @@ def cli(
         text=True,
         timeout=240,
         check=False,
-        env={**os.environ, "HF_ENDPOINT": endpoint},
+        env={**os.environ, "HF_ENDPOINT": endpoint, **(env or {})},
         preexec_fn=preexec,
     )
+
+
+@pytest.fixture
+def proxy(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    """A real HTTP forward proxy (proxy.py) on loopback: its address and its access log."""
+    port_file, log = tmp_path / "proxy.port", tmp_path / "proxy.log"
+    command = [sys.executable, "-m", "proxy", "--hostname", "127.0.0.1", "--port", "0", "--port-file", str(port_file)]
+    command += ["--num-workers", "1", "--num-acceptors", "1", "--log-file", str(log), "--log-level", "INFO"]
+    server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 30
+        while not (port_file.exists() and port_file.read_text().strip()):
+            assert server.poll() is None and time.monotonic() < deadline, "the proxy did not start"
+            time.sleep(0.05)
+        yield f"http://127.0.0.1:{port_file.read_text().strip()}", log
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
 
 
 @pytest.fixture
@@ -83,6 +105,24 @@ def test_pull_then_chat_with_the_pulled_model(tmp_path: Path, hub: FakeHub) -> N
     assert pulled["sha256"]
     reply = cli("chat", "Tiny-Chat-Q8_0", "Hello", "--max-tokens", "4", basedir=tmp_path, endpoint=hub.url)
     assert reply.returncode == 0, reply.stderr
+
+
+def test_search_and_pull_go_through_the_proxy_the_environment_names(
+    tmp_path: Path, hub: FakeHub, proxy: tuple[str, Path]
+) -> None:
+    address, log = proxy
+    through_proxy = {"HTTP_PROXY": address, "http_proxy": address, "NO_PROXY": "", "no_proxy": ""}
+    result = cli("search", "tiny", basedir=tmp_path, endpoint=hub.url, env=through_proxy)
+    assert result.returncode == 0, result.stderr
+    assert REPO in result.stdout
+    result = cli("pull", REPO, "--quant", "Q8_0", basedir=tmp_path, endpoint=hub.url, env=through_proxy)
+    assert result.returncode == 0, result.stderr
+    assert "Downloaded and verified Tiny-Chat-Q8_0.gguf" in result.stdout
+    proxied = log.read_text()
+    host = hub.url.removeprefix("http://")
+    assert f"GET {host}/api/models" in proxied  # metadata, through huggingface_hub
+    assert f"{host}/{REPO}/resolve/" in proxied  # the file, through the app's own client: the Hub's redirect ...
+    assert f"GET {hub.cdn_url.removeprefix('http://')}/" in proxied  # ... and the CDN it points at
 
 
 @pytest.mark.parametrize(
