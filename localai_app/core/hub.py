@@ -28,6 +28,7 @@ from huggingface_hub import errors as hub_errors
 from localai_app.core.atomic import write_text_atomic
 from localai_app.core.errors import (
     AccessError,
+    AppError,
     HeaderIncompleteError,
     HubError,
     NotOnHubError,
@@ -80,6 +81,10 @@ class RepoDetails:
     files: list[RemoteFile]
 
 
+def has_stored_token() -> bool:
+    return Path(hub_constants.HF_TOKEN_PATH).is_file()
+
+
 def save_token(token: str) -> None:
     """Store an access token where huggingface_hub keeps it (`hf auth login` uses the same file, readable by the
     user only), never in the app's settings. An empty token removes it."""
@@ -89,6 +94,23 @@ def save_token(token: str) -> None:
         return
     write_text_atomic(path, token.strip())
     path.chmod(0o600)
+
+
+class EndpointError(AppError):
+    pass
+
+
+def check_endpoint(text: str) -> str | None:
+    """A Hub address as the user typed it, cleaned up; None (empty) means HF_ENDPOINT or the public Hub."""
+    address = text.strip().rstrip("/")
+    if not address:
+        return None
+    parts = urlsplit(address)
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
+        raise EndpointError(
+            f"{address!r} is not a Hub address: give one like https://huggingface.co or https://hf-mirror.example."
+        )
+    return address
 
 
 def endpoint_from(setting: str | None) -> str:

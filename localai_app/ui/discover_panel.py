@@ -11,9 +11,9 @@ from PySide6.QtGui import QColor
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QComboBox,
+    QDialog,
     QHBoxLayout,
     QHeaderView,
-    QInputDialog,
     QLabel,
     QLineEdit,
     QProgressBar,
@@ -30,11 +30,21 @@ from localai_app.core.catalog import group_by_tier, licence_terms, load_catalog,
 from localai_app.core.choices import Assessment
 from localai_app.core.downloads import CANCELLED, DONE, FAILED, PAUSED, DownloadManager, Progress
 from localai_app.core.errors import AppError
-from localai_app.core.hub import SIZE_CLASSES, SORTS, Hub, RepoDetails, RepoSummary, save_token
+from localai_app.core.hub import (
+    SIZE_CLASSES,
+    SORTS,
+    Hub,
+    RepoDetails,
+    RepoSummary,
+    endpoint_from,
+    has_stored_token,
+    save_token,
+)
 from localai_app.core.hub_files import QuantChoice
 from localai_app.core.library import format_bytes, format_parameters
 from localai_app.ui.background import run_in_background
 from localai_app.ui.hardware_panel import verdict_colour
+from localai_app.ui.hub_settings_dialog import HubSettingsDialog
 
 LICENCES = ("", "apache-2.0", "mit", "llama3.1", "llama3.2", "gemma", "qwen", "other")
 REPO_ROLE = Qt.ItemDataRole.UserRole
@@ -61,6 +71,7 @@ class _ProgressRelay(QObject):
 class DiscoverPanel(QWidget):
     message = Signal(str)
     model_downloaded = Signal(object)  # Progress of a finished download
+    endpoint_changed = Signal(object)  # the Hub address setting: str, or None for HF_ENDPOINT / the public Hub
 
     def __init__(
         self,
@@ -68,9 +79,11 @@ class DiscoverPanel(QWidget):
         assess_repository: Callable[[Hub, RepoDetails], Assessment],
         downloads_for: Callable[[Callable[[Progress], None]], DownloadManager],
         free_memory: Callable[[], int],
+        endpoint_setting: Callable[[], str | None],
     ) -> None:
         super().__init__()
         self._hub_factory = hub_factory
+        self._endpoint_setting = endpoint_setting
         self._assess = assess_repository
         self._free_memory = free_memory
         self._shown: RepositoryView | None = None
@@ -97,13 +110,13 @@ class DiscoverPanel(QWidget):
         self.search_button = QPushButton("Search")
         self.catalog_button = QPushButton("Recommended")
         self.catalog_button.setToolTip("The curated catalog, grouped by the memory a model needs (works offline)")
-        self.token_button = QPushButton("Access token…")
-        self.token_button.setToolTip("For gated or private repositories; stored where huggingface_hub keeps it")
+        self.settings_button = QPushButton("Hub settings…")
+        self.settings_button.setToolTip("The Hub address (a mirror) and the access token for gated repositories")
         search_row = QHBoxLayout()
         search_row.addWidget(self.query, 1)
         for widget in (self.sort, self.size_class, self.licence, self.search_button, self.catalog_button):
             search_row.addWidget(widget)
-        search_row.addWidget(self.token_button)
+        search_row.addWidget(self.settings_button)
         self.status = QLabel()
         self.status.setObjectName("discoverStatus")
         self.status.setWordWrap(True)
@@ -165,7 +178,7 @@ class DiscoverPanel(QWidget):
         self.search_button.clicked.connect(self.search)
         self.query.returnPressed.connect(self.search)
         self.catalog_button.clicked.connect(self.show_catalog)
-        self.token_button.clicked.connect(self._ask_token)
+        self.settings_button.clicked.connect(self._edit_hub_settings)
         self.results.currentItemChanged.connect(self._on_result_chosen)
         self.download_button.clicked.connect(self.download_selected)
         self.pause_button.clicked.connect(lambda: self._act_on_download(self.downloads.pause))
@@ -340,17 +353,19 @@ class DiscoverPanel(QWidget):
             self.model_downloaded.emit(report)
             self.message.emit(f"{report.name} is downloaded, verified and in the library.")
 
-    def _ask_token(self) -> None:
-        token, accepted = QInputDialog.getText(
-            self,
-            "Hugging Face access token",
-            "Token for gated or private repositories (empty removes it).\n"
-            "It is stored where huggingface_hub keeps it, not in the app's settings.",
-            QLineEdit.EchoMode.Password,
-        )
-        if accepted:
+    def _edit_hub_settings(self) -> None:
+        dialog = HubSettingsDialog(self._endpoint_setting(), has_stored_token(), parent=self)
+        if dialog.exec() == QDialog.DialogCode.Accepted:
+            self.apply_hub_settings(dialog)
+
+    def apply_hub_settings(self, dialog: HubSettingsDialog) -> None:
+        token = dialog.token_change()
+        if token is not None:
             save_token(token)
-            self.message.emit("Access token saved." if token.strip() else "Access token removed.")
+            self.message.emit("Access token saved." if token else "Access token removed.")
+        if dialog.chosen_endpoint != self._endpoint_setting():
+            self.endpoint_changed.emit(dialog.chosen_endpoint)
+            self.status.setText(f"Models now come from {endpoint_from(dialog.chosen_endpoint)}.")
 
     def shutdown(self) -> None:
         self.downloads.shutdown()

@@ -401,14 +401,20 @@ class MainWindow(QMainWindow):
                 assess_repository,
                 lambda listener: DownloadManager(self._paths, hub, listener=listener),
                 free_memory,
+                lambda: self._settings.hub_endpoint,
             )
             panel.hide()
             panel.model_downloaded.connect(lambda _: self.library_panel.refresh())
+            panel.endpoint_changed.connect(self._set_hub_endpoint)
             panel.message.connect(lambda text: self.statusBar().showMessage(text, 10000))
             panel.show_catalog()
             self._panels.addWidget(panel)
             self.discover_panel = panel
         return self.discover_panel
+
+    def _set_hub_endpoint(self, endpoint: str | None) -> None:
+        self._settings.hub_endpoint = endpoint
+        save_settings(self._paths.config, self._settings)
 
     def _survey(self, model: ModelInfo | None) -> tuple[Hardware, Advice | None]:
         machine = hardware.detect(cache_dir=self._paths.cache)

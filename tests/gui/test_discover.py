@@ -7,11 +7,15 @@ import os
 from pathlib import Path
 
 import pytest
-from PySide6.QtWidgets import QTreeWidget, QTreeWidgetItem
+from huggingface_hub import constants as hub_constants
+from huggingface_hub import get_token
+from PySide6.QtWidgets import QDialog, QTreeWidget, QTreeWidgetItem
 from pytestqt.qtbot import QtBot
 
+from localai_app.core.hub import has_stored_token
 from localai_app.core.paths import AppPaths
-from localai_app.core.settings import Settings, save_settings
+from localai_app.core.settings import Settings, load_settings, save_settings
+from localai_app.ui.hub_settings_dialog import HubSettingsDialog
 from localai_app.ui.main_window import MainWindow
 from tests.fakes.hub_server import FakeHub, FakeRepo
 from tests.gui.conftest import open_window
@@ -98,3 +102,50 @@ def test_offline_search_says_so_and_the_catalog_still_works(
     qtbot.waitUntil(lambda: "offline" in panel.status.text(), timeout=10_000)
     panel.catalog_button.click()
     assert panel.results.topLevelItemCount() > 0
+
+
+def test_hub_settings_switch_to_a_mirror_and_store_the_token_outside_the_settings(
+    tmp_path: Path,
+    qtbot: QtBot,
+    hub: FakeHub,
+    tiny_library_paths: AppPaths,
+    close_windows: list[MainWindow],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setitem(os.environ, "HF_ENDPOINT", "http://127.0.0.1:9")  # nothing there: only the setting can help
+    monkeypatch.setattr(hub_constants, "HF_TOKEN_PATH", str(tmp_path / "token"))
+    window = open_window(qtbot, tiny_library_paths, "tiny-chat")
+    close_windows.append(window)
+    window.discover_button.click()
+    panel = window.discover_panel
+    assert panel is not None
+
+    dialog = HubSettingsDialog(None, has_stored_token(), parent=panel)
+    assert dialog.endpoint.placeholderText() == "http://127.0.0.1:9"
+    dialog.endpoint.setText("ftp://mirror.example")
+    dialog.accept()
+    assert dialog.result() != QDialog.DialogCode.Accepted  # stays open with the reason
+    assert "is not a Hub address" in dialog.error.text()
+    dialog.endpoint.setText(f"  {hub.url}/ ")
+    dialog.token.setText("hf_secret")
+    dialog.accept()
+    assert dialog.result() == QDialog.DialogCode.Accepted
+    panel.apply_hub_settings(dialog)
+
+    assert load_settings(tiny_library_paths.config).hub_endpoint == hub.url
+    assert "hf_secret" not in (tiny_library_paths.config / "settings.json").read_text()
+    assert get_token() == "hf_secret"
+    assert (tmp_path / "token").stat().st_mode & 0o777 == 0o600
+    panel.query.setText("tiny")
+    panel.search_button.click()
+    qtbot.waitUntil(lambda: panel.results.topLevelItemCount() == 1, timeout=10_000)
+    assert top_item(panel.results, 0).text(0) == REPO
+
+    forget = HubSettingsDialog(hub.url, has_stored_token(), parent=panel)
+    assert forget.forget_token.isEnabled()
+    forget.forget_token.setChecked(True)
+    forget.endpoint.clear()
+    forget.accept()
+    panel.apply_hub_settings(forget)
+    assert not has_stored_token()
+    assert load_settings(tiny_library_paths.config).hub_endpoint is None
