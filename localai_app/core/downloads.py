@@ -40,7 +40,7 @@ log = logging.getLogger(__name__)
 PARTIAL_DIR = ".partial"
 QUEUE_FILE = "downloads.json"
 CHUNK = 1 << 20
-SYNC_EVERY = 64 << 20  # bytes between fsyncs of the partial file, which bound what a power cut can lose
+SYNC_EVERY = 16 << 20  # bytes between fsyncs of the partial file, which bound what a power cut can lose
 # Blocks received but not yet written or hashed (a read is at most 1 MiB, see core/hub.py): a kill loses at most
 # these and the block in hand, and the threads still run smoothly with so few.
 WRITE_QUEUE_BLOCKS = 2

@@ -57,3 +57,19 @@ class TransientError(HubError):
     def __init__(self, message: str, *, retry_after: float | None = None) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class ConversationStoreError(AppError):
+    """The conversation database cannot be opened, read or written; `str()` says why in one sentence."""
+
+
+class NewerStoreError(ConversationStoreError):
+    """The conversation database was written by a newer version of the app; it is left untouched."""
+
+
+class UnknownConversationError(AppError):
+    """A conversation or message id that is not (or no longer) in the store."""
+
+
+class ImportFormatError(AppError):
+    """A file offered for import is not a conversation this app can read; `str()` says what is wrong with it."""
