@@ -56,8 +56,9 @@ CARD_LIMIT = 512 * 1024  # a model card larger than this is cut: it is read in a
 HEADER_READS = (1 << 20, 8 << 20, 64 << 20)  # bytes to try: most headers fit in 1 MiB, big vocabularies need more
 MAX_REDIRECTS = 5
 # httpcore reads responses 64 KiB at a time, and then the Python work per read (HTTP parsing, the download loop)
-# costs more than the bytes: with 1 MiB reads a loopback download went from 1.8x to 1.08x curl's time
-# (benchmarks/download_vs_curl.py). A read returns what has arrived, so small responses are not held back.
+# costs more than the bytes: with hashing and disk work already on other threads, 64 KiB reads kept a loopback
+# download at 1.8x curl's time, 1 MiB reads at 1.04-1.08x (benchmarks/download_vs_curl.py). A read returns what
+# has arrived, so small responses are not held back.
 httpcore.HTTP11Connection.READ_NUM_BYTES = 1 << 20
 
 
