@@ -11,6 +11,7 @@ from localai_app.core.errors import ModelFileError
 from localai_app.core.estimate import AUTOMATIC, Overrides
 from localai_app.core.hardware import Hardware
 from localai_app.core.hub_files import QuantChoice, group_files, recommend
+from localai_app.core.model_shape import ModelShape
 from localai_app.core.paths import AppPaths
 
 if TYPE_CHECKING:  # the gateway imports huggingface_hub (~0.4 s); callers pass it in
@@ -24,6 +25,23 @@ class Assessment:
     recommended: QuantChoice | None
     reason: str
     problems: list[str]  # files left out, in words
+    shape: ModelShape | None = None  # from the header read, kept so the advice can be redone without the network
+
+    @property
+    def lacks_forecasts(self) -> bool:
+        return any(item.tokens_per_second is None for item in self.advice.values())
+
+    def redone(self, machine: Hardware, paths: AppPaths, overrides: Overrides, *, measure: bool) -> Assessment:
+        """Verdicts, forecasts and the recommendation for every choice, from the shape already read: after a
+        model load has measured the bandwidth, or when the free memory has changed."""
+        if self.shape is None:
+            return self
+        models = [choice for choice in self.choices if not choice.projector]
+        shapes = {choice.name: self.shape.with_weight_bytes(choice.size) for choice in models}
+        advice = advise_here(shapes, machine, paths, overrides, measure=measure)
+        levels = {name: item.plan.verdict.level for name, item in advice.items()}
+        recommended, reason = recommend(self.choices, levels)
+        return Assessment(self.choices, advice, recommended, reason, self.problems, self.shape)
 
 
 def assess(
@@ -48,7 +66,4 @@ def assess(
     if shape is None:
         reason = "Its GGUF header does not describe the model's layers, so no memory estimate is possible."
         return Assessment(choices, {}, None, reason, problems)
-    shapes = {choice.name: shape.with_weight_bytes(choice.size) for choice in models}
-    advice = advise_here(shapes, machine, paths, overrides, measure=measure)
-    recommended, reason = recommend(choices, {name: item.plan.verdict.level for name, item in advice.items()})
-    return Assessment(choices, advice, recommended, reason, problems)
+    return Assessment(choices, {}, None, "", problems, shape).redone(machine, paths, overrides, measure=measure)

@@ -50,7 +50,7 @@ LICENCES = ("", "apache-2.0", "mit", "llama3.1", "llama3.2", "gemma", "qwen", "o
 REPO_ROLE = Qt.ItemDataRole.UserRole
 RESULT_COLUMNS = ("Repository", "Size", "Downloads", "Likes", "Updated", "Licence", "Access")
 FILE_COLUMNS = ("", "Quantization", "File", "Size", "Fits here", "Speed")
-DOWNLOAD_COLUMNS = ("Model", "Progress", "Speed", "Time left", "State")
+DOWNLOAD_COLUMNS = ("Model", "Progress", "Downloaded", "Speed", "Time left", "State")
 
 
 class RepositoryView:
@@ -75,8 +75,10 @@ class DiscoverPanel(QWidget):
 
     def __init__(
         self,
+        *,
         hub_factory: Callable[[], Hub],
         assess_repository: Callable[[Hub, RepoDetails], Assessment],
+        reassess: Callable[[Assessment], Assessment],
         downloads_for: Callable[[Callable[[Progress], None]], DownloadManager],
         free_memory: Callable[[], int],
         endpoint_setting: Callable[[], str | None],
@@ -85,6 +87,7 @@ class DiscoverPanel(QWidget):
         self._hub_factory = hub_factory
         self._endpoint_setting = endpoint_setting
         self._assess = assess_repository
+        self._reassess = reassess
         self._free_memory = free_memory
         self._shown: RepositoryView | None = None
         self._relay = _ProgressRelay(self)
@@ -163,7 +166,7 @@ class DiscoverPanel(QWidget):
         self.queue = _tree(DOWNLOAD_COLUMNS)
         self.queue.setMaximumHeight(150)
         self.queue.header().setSectionResizeMode(1, QHeaderView.ResizeMode.Fixed)
-        self.queue.setColumnWidth(1, 280)  # room for "1.2 GB of 4.7 GB" inside the bar
+        self.queue.setColumnWidth(1, 220)
         self.pause_button = QPushButton("Pause")
         self.resume_button = QPushButton("Resume")
         self.cancel_button = QPushButton("Cancel")
@@ -274,6 +277,17 @@ class DiscoverPanel(QWidget):
 
         run_in_background(self, work, self._show_repository, self._repository_failed)
 
+    def refresh_forecasts(self) -> None:
+        """After a model load: the first one measures the bandwidth that speed forecasts need."""
+        shown = self._shown
+        if shown is None or not shown.assessment.lacks_forecasts:
+            return
+
+        def work() -> RepositoryView:
+            return RepositoryView(shown.details, self._reassess(shown.assessment), shown.card)
+
+        run_in_background(self, work, self._show_repository, lambda text: None)
+
     def _repository_failed(self, text: str) -> None:
         self.repo_title.setText(text)
 
@@ -337,18 +351,20 @@ class DiscoverPanel(QWidget):
             self.queue.addTopLevelItem(row)
             new_bar = QProgressBar()
             new_bar.setRange(0, 1000)
+            new_bar.setTextVisible(False)
             self.queue.setItemWidget(row, 1, new_bar)
             self._rows[report.job_id] = row
         bar = self.queue.itemWidget(row, 1)
         assert isinstance(bar, QProgressBar)
         bar.setValue(int(1000 * report.done / report.total) if report.total else 0)
-        bar.setFormat(f"{format_bytes(report.done)} of {format_bytes(report.total)}")
+        # The byte counts beside the bar, not on it: centred text on a half-filled bar is half unreadable.
+        row.setText(2, f"{format_bytes(report.done)} of {format_bytes(report.total)}")
         running = report.state not in (DONE, FAILED, PAUSED)
-        row.setText(2, f"{format_bytes(int(report.bytes_per_second))}/s" if running and report.bytes_per_second else "")
-        row.setText(3, _duration(report.seconds_left) if running else "")
-        row.setText(4, report.error or report.state)
-        row.setToolTip(4, report.error)
-        row.setForeground(4, QColor("#a61b1b") if report.state == FAILED else QColor("#1a1a1a"))
+        row.setText(3, f"{format_bytes(int(report.bytes_per_second))}/s" if running and report.bytes_per_second else "")
+        row.setText(4, _duration(report.seconds_left) if running else "")
+        row.setText(5, report.error or report.state)
+        row.setToolTip(5, report.error)
+        row.setData(5, Qt.ItemDataRole.ForegroundRole, QColor("#a61b1b") if report.state == FAILED else None)
         if report.state == DONE:
             self.model_downloaded.emit(report)
             self.message.emit(f"{report.name} is downloaded, verified and in the library.")

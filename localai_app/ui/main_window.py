@@ -359,7 +359,10 @@ class MainWindow(QMainWindow):
             self.load_requested.emit(model, True)
 
     def _on_planned(self, plan: LoadPlan | None) -> None:
-        self.library_panel.refresh_advice()  # the first load measured the bandwidth forecasts need
+        # The first load measured the bandwidth that forecasts need.
+        self.library_panel.refresh_advice()
+        if self.discover_panel is not None:
+            self.discover_panel.refresh_forecasts()
         if plan is None:
             self.load_label.setText("")
             return
@@ -391,17 +394,22 @@ class MainWindow(QMainWindow):
                 machine = hardware.detect(cache_dir=self._paths.cache)
                 return assess(client, details, machine, self._paths, self.engine_manager.overrides, measure=False)
 
+            def reassess(assessment: Assessment) -> Assessment:
+                machine = hardware.detect(cache_dir=self._paths.cache)
+                return assessment.redone(machine, self._paths, self.engine_manager.overrides, measure=False)
+
             def free_memory() -> int:
                 machine = hardware.detect(with_build=False)
                 discrete = [gpu.free_bytes or 0 for gpu in machine.gpus if not gpu.unified_memory]
                 return machine.available_ram_bytes + sum(discrete)
 
             panel = DiscoverPanel(
-                hub,
-                assess_repository,
-                lambda listener: DownloadManager(self._paths, hub, listener=listener),
-                free_memory,
-                lambda: self._settings.hub_endpoint,
+                hub_factory=hub,
+                assess_repository=assess_repository,
+                reassess=reassess,
+                downloads_for=lambda listener: DownloadManager(self._paths, hub, listener=listener),
+                free_memory=free_memory,
+                endpoint_setting=lambda: self._settings.hub_endpoint,
             )
             panel.hide()
             panel.model_downloaded.connect(lambda _: self.library_panel.refresh())

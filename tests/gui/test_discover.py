@@ -13,6 +13,7 @@ from PySide6.QtWidgets import QDialog, QTreeWidget, QTreeWidgetItem
 from pytestqt.qtbot import QtBot
 
 from localai_app.core.hub import has_stored_token
+from localai_app.core.library import format_bytes
 from localai_app.core.paths import AppPaths
 from localai_app.core.settings import Settings, load_settings, save_settings
 from localai_app.ui.hub_settings_dialog import HubSettingsDialog
@@ -46,7 +47,11 @@ def hub(fake_hub: FakeHub, tiny_chat_model: Path, monkeypatch: pytest.MonkeyPatc
 
 
 def test_catalog_search_download_then_chat(
-    qtbot: QtBot, hub: FakeHub, tiny_library_paths: AppPaths, close_windows: list[MainWindow]
+    qtbot: QtBot,
+    hub: FakeHub,
+    tiny_chat_model: Path,
+    tiny_library_paths: AppPaths,
+    close_windows: list[MainWindow],
 ) -> None:
     window = open_window(qtbot, tiny_library_paths, "tiny-chat")
     close_windows.append(window)
@@ -77,7 +82,9 @@ def test_catalog_search_download_then_chat(
         lambda: "Tiny-Chat-Q8_0" in [window.model_picker.itemData(i) for i in range(window.model_picker.count())],
         timeout=20_000,
     )
-    assert top_item(panel.queue, 0).text(4) == "done"
+    assert top_item(panel.queue, 0).text(5) == "done"
+    size = format_bytes(tiny_chat_model.stat().st_size)
+    assert top_item(panel.queue, 0).text(2) == f"{size} of {size}"
 
     index = [window.model_picker.itemData(i) for i in range(window.model_picker.count())].index("Tiny-Chat-Q8_0")
     window.model_picker.setCurrentIndex(index)

@@ -1,0 +1,88 @@
+"""Makes the README's screenshots from the real window, offline: the Discover panel against the loopback Hub.
+
+QT_QPA_PLATFORM=offscreen PYTHONPATH=. .venv/bin/python docs/screenshots.py
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from PySide6.QtWidgets import QApplication
+
+import tests  # noqa: F401  (keeps huggingface_hub away from the user's token and the real Hub)
+from localai_app.app import build_window
+from localai_app.core.downloads import RUNNING
+from localai_app.core.paths import AppPaths
+from localai_app.core.starter import ensure_starter
+from tests.fakes.hub_server import FakeHub, FakeRepo
+
+DOCS = Path(__file__).parent
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise SystemExit(f"timed out waiting for line {condition.__code__.co_firstlineno}")
+        QApplication.processEvents()
+        time.sleep(0.01)
+
+
+def discover(hub: FakeHub, basedir: Path) -> None:
+    paths = AppPaths.under(basedir).create()
+    window = build_window(paths)
+    window.resize(1400, 900)
+    window.show()
+    wait_until(lambda: window.current_model() is not None)
+    window.discover_button.click()
+    panel = window.discover_panel
+    assert panel is not None
+    panel.query.setText("gemma-3-270m")
+    panel.search_button.click()
+    wait_until(lambda: "GGUF repositor" in panel.status.text())  # the catalog is listed until the results come
+    first = panel.results.topLevelItem(0)
+    assert first is not None
+    panel.results.setCurrentItem(first)
+    wait_until(lambda: panel.files.topLevelItemCount() > 0 and panel.download_button.isEnabled())
+    # Forecasts appear once the starter's first load has measured the memory bandwidth.
+    wait_until(lambda: "tokens/s" in getattr(panel.files.topLevelItem(0), "text", lambda _: "")(5))
+    panel.download_button.click()
+    # A download caught at about two thirds, paused there so the picture shows the bar, speed and controls.
+    wait_until(lambda: any(job.state == RUNNING and job.done > job.total * 0.6 for job in panel.downloads.jobs()))
+    job = panel.downloads.jobs()[0]
+    panel.downloads.pause(job.job_id)
+    wait_until(lambda: panel.downloads.jobs()[0].state != RUNNING)
+    QApplication.processEvents()
+    window.grab().save(str(DOCS / "discover.png"))
+    window.close()
+
+
+def main() -> None:
+    QApplication.instance() or QApplication([])
+    model = ensure_starter()
+    with FakeHub() as hub, tempfile.TemporaryDirectory() as scratch:
+        hub.add_repo(
+            FakeRepo(
+                "unsloth/gemma-3-270m-it-GGUF",
+                {
+                    model.name: model,
+                    "gemma-3-270m-it-Q8_0.gguf": model,
+                    "gemma-3-270m-it-F16.gguf": model,
+                    "README.md": b"# Gemma 3 270M (GGUF)\n\nA small instruction-tuned model for quick tests.\n",
+                },
+                licence="gemma",
+                downloads=182_000,
+                likes=240,
+                parameters=268_000_000,
+            )
+        )
+        os.environ["HF_ENDPOINT"] = hub.url
+        discover(hub, Path(scratch))
+
+
+if __name__ == "__main__":
+    main()
