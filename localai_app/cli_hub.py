@@ -67,9 +67,10 @@ def _search(hub: Hub, args: argparse.Namespace) -> int:
         updated = item.last_modified.date().isoformat() if item.last_modified else "?"
         size = format_parameters(item.parameters) if item.parameters else "?"
         gated = "  gated" if item.gated else ""
+        base = f"  based on {item.base_model}" if item.base_model else ""
         print(
             f"{item.repo_id}  {size}  {item.downloads:,} downloads  {item.likes:,} likes  updated {updated}  "
-            f"{item.licence or 'licence ?'}{gated}"
+            f"{item.licence or 'licence ?'}{gated}{base}"
         )
     return EXIT_OK
 

@@ -48,7 +48,7 @@ from localai_app.ui.hub_settings_dialog import HubSettingsDialog
 
 LICENCES = ("", "apache-2.0", "mit", "llama3.1", "llama3.2", "gemma", "qwen", "other")
 REPO_ROLE = Qt.ItemDataRole.UserRole
-RESULT_COLUMNS = ("Repository", "Size", "Downloads", "Likes", "Updated", "Licence", "Access")
+RESULT_COLUMNS = ("Repository", "Size", "Downloads", "Likes", "Updated", "Licence", "Access", "Base model")
 FILE_COLUMNS = ("", "Quantization", "File", "Size", "Fits here", "Speed")
 DOWNLOAD_COLUMNS = ("Model", "Progress", "Downloaded", "Speed", "Time left", "State")
 
@@ -248,11 +248,10 @@ class DiscoverPanel(QWidget):
                     _date(summary.last_modified),
                     licence_terms(summary.licence).name,
                     "gated" if summary.gated else "open",
+                    summary.base_model or "",
                 ]
             )
             item.setData(0, REPO_ROLE, summary.repo_id)
-            if summary.base_model:
-                item.setToolTip(0, f"Based on {summary.base_model}")
             self.results.addTopLevelItem(item)
         self.status.setText(f"{len(found)} GGUF repositories." if found else "No GGUF repositories match.")
 

@@ -66,6 +66,7 @@ def hub(fake_hub: FakeHub, tiny_chat_model: Path, tiny_model: Path) -> FakeHub:
             downloads=10,
             likes=3,
             parameters=500_000,
+            base_model="tester/Tiny-Chat",
         )
     )
     fake_hub.add_repo(FakeRepo("other/Popular-GGUF", {"Popular-Q4_K_M.gguf": tiny_model}, downloads=999, licence="mit"))
@@ -81,6 +82,7 @@ def test_search_sorts_and_filters(tmp_path: Path, hub: FakeHub) -> None:
     assert REPO in result.stdout
     assert "Popular" not in result.stdout
     assert "10 downloads" in result.stdout
+    assert "based on tester/Tiny-Chat" in result.stdout
 
 
 def test_files_shows_fit_speed_and_a_recommendation(tmp_path: Path, hub: FakeHub) -> None:

@@ -40,6 +40,7 @@ def hub(fake_hub: FakeHub, tiny_chat_model: Path, monkeypatch: pytest.MonkeyPatc
             licence="cc-by-nc-4.0",
             downloads=42,
             parameters=500_000,
+            base_model="tester/Tiny-Chat",
         )
     )
     monkeypatch.setitem(os.environ, "HF_ENDPOINT", fake_hub.url)
@@ -65,7 +66,7 @@ def test_catalog_search_download_then_chat(
     panel.search_button.click()
     qtbot.waitUntil(lambda: panel.results.topLevelItemCount() == 1, timeout=10_000)
     result = top_item(panel.results, 0)
-    assert [result.text(column) for column in (0, 2, 6)] == [REPO, "42", "open"]
+    assert [result.text(column) for column in (0, 2, 6, 7)] == [REPO, "42", "open", "tester/Tiny-Chat"]
 
     panel.results.setCurrentItem(result)
     qtbot.waitUntil(lambda: panel.files.topLevelItemCount() == 1, timeout=20_000)
