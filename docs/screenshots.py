@@ -1,4 +1,5 @@
-"""Makes the README's screenshots from the real window, offline: the Discover panel against the loopback Hub.
+"""Makes the README's screenshots from the real window, offline: real replies of the bundled starter model in the
+conversations view, and the Discover panel against the loopback Hub.
 
 QT_QPA_PLATFORM=offscreen PYTHONPATH=. .venv/bin/python docs/screenshots.py
 """
@@ -30,6 +31,26 @@ def wait_until(condition: Callable[[], bool], timeout: float = 60.0) -> None:
             raise SystemExit(f"timed out waiting for line {condition.__code__.co_firstlineno}")
         QApplication.processEvents()
         time.sleep(0.01)
+
+
+def conversations(basedir: Path) -> None:
+    paths = AppPaths.under(basedir).create()
+    window = build_window(paths)
+    window.resize(1400, 820)
+    window.show()
+    wait_until(lambda: window.current_model() is not None)
+    window.max_tokens.setValue(80)
+    window.seed.setValue(7)
+    for prompt in ("A recipe for bread starts with", "The three laws of motion are", "The history of Rome"):
+        window.sidebar.new_button.click()
+        window.prompt_box.setPlainText(prompt)
+        window.send_button.click()
+        wait_until(lambda: not window.send_button.isEnabled())
+        wait_until(window.send_button.isEnabled)
+    window.sidebar.toggle_pin(window.session.store.list_conversations()[-1].id)
+    QApplication.processEvents()
+    window.grab().save(str(DOCS / "screenshot.png"))
+    window.close()
 
 
 def discover(hub: FakeHub, basedir: Path) -> None:
@@ -81,7 +102,8 @@ def main() -> None:
             )
         )
         os.environ["HF_ENDPOINT"] = hub.url
-        discover(hub, Path(scratch))
+        conversations(Path(scratch) / "conversations")
+        discover(hub, Path(scratch) / "discover")
 
 
 if __name__ == "__main__":

@@ -1224,7 +1224,7 @@ def _parse_openai(data: object, title: str, now: int) -> _NewConversation:
         )
     first_question = next((message.content for message in messages if message.role == "user"), "")
     return _NewConversation(
-        title=title or _title_from(first_question) or "Imported conversation",
+        title=title or title_from(first_question) or "Imported conversation",
         created_at=now,
         updated_at=now,
         messages=messages,
@@ -1248,7 +1248,7 @@ def _openai_content(message: _Fields) -> str:
     return "\n\n".join(texts)
 
 
-def _title_from(text: str, length: int = 60) -> str:
+def title_from(text: str, length: int = 60) -> str:
     line = _one_line(text)
     return line if len(line) <= length else line[: length - 1].rstrip() + "…"
 

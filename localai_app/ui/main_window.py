@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from PySide6.QtCore import QEvent, QObject, Qt, QThread, QTimer, Signal
@@ -22,9 +23,12 @@ from PySide6.QtWidgets import (
 
 from localai_app.core import downloads, hardware
 from localai_app.core.advice import Advice, advise_here
+from localai_app.core.chat_session import ChatSession, open_store
 from localai_app.core.choices import Assessment, assess
+from localai_app.core.conversations import SAVE_INTERVAL, ChatSettings
 from localai_app.core.downloads import DownloadManager
 from localai_app.core.engine_manager import EngineManager
+from localai_app.core.errors import AppError
 from localai_app.core.estimate import LoadPlan
 from localai_app.core.hardware import Hardware
 from localai_app.core.library import Library, ModelInfo
@@ -32,7 +36,8 @@ from localai_app.core.model_shape import ModelShape
 from localai_app.core.paths import AppPaths
 from localai_app.core.replies import SamplingOptions
 from localai_app.core.settings import Settings, save_settings
-from localai_app.ui.chat_view import ChatView
+from localai_app.ui.chat_view import ChatView, reply_note
+from localai_app.ui.conversation_sidebar import ConversationSidebar
 
 if TYPE_CHECKING:
     from localai_app.core.hub import RepoDetails
@@ -73,7 +78,8 @@ class MainWindow(QMainWindow):
         self._paths = paths
         self._settings = settings
         self.engine_manager = manager
-        self._history: list[dict[str, str]] = []
+        store, self._store_problem = open_store(paths.data)
+        self.session = ChatSession(store)
         self._models: list[ModelInfo] = []
         self._busy = False
         self._pieces = 0
@@ -82,6 +88,14 @@ class MainWindow(QMainWindow):
         self._start_worker(manager)
         self._connect()
         self._shown = False
+        self._closed = False
+        # A slow stream still reaches the disk every second (the writer itself saves only when text arrives).
+        self._save_timer = QTimer(self)
+        self._save_timer.setInterval(int(SAVE_INTERVAL * 1000))
+        self._save_timer.timeout.connect(self.session.flush)
+        if self._store_problem:
+            self._show_error(self._store_problem)
+            self.recover_button.setVisible(store.quarantined is not None)
 
     def _build_widgets(self, settings: Settings, library: Library) -> None:
         top = self._build_top_row()
@@ -124,10 +138,17 @@ class MainWindow(QMainWindow):
         layout.addWidget(self.banner)
         layout.addLayout(input_row)
         layout.addLayout(sampling)
-        central = QWidget()
-        central.setLayout(layout)
+        chat_column = QWidget()
+        chat_column.setLayout(layout)
+        self.sidebar = ConversationSidebar(self.session.store)
+        self.sidebar.setMinimumWidth(180)
+        central = QSplitter(Qt.Orientation.Horizontal)
+        central.addWidget(self.sidebar)
+        central.addWidget(chat_column)
+        central.setStretchFactor(1, 1)
+        central.setSizes([240, 1000])
         self.setCentralWidget(central)
-        self.resize(1100, 760)
+        self.resize(1240, 760)
 
     def _build_top_row(self) -> QHBoxLayout:
         """Model picker, panel toggles, and what the current load chose."""
@@ -163,6 +184,9 @@ class MainWindow(QMainWindow):
         self.insist_button = QPushButton("Load anyway")
         self.insist_button.setToolTip("Load although the estimate says it will not fit: the computer may freeze.")
         self.insist_button.hide()
+        self.recover_button = QPushButton("Recover")
+        self.recover_button.setToolTip("Copy back the conversations that can still be read from the damaged file")
+        self.recover_button.hide()
         self.banner = QWidget()
         self.banner.setObjectName("banner")
         self.banner.setStyleSheet("QWidget#banner { background: #fde2e1; } QLabel { color: #7a1212; padding: 6px; }")
@@ -170,6 +194,7 @@ class MainWindow(QMainWindow):
         banner_row.setContentsMargins(0, 0, 6, 0)
         banner_row.addWidget(self.error_banner, 1)
         banner_row.addWidget(self.insist_button)
+        banner_row.addWidget(self.recover_button)
         self.banner.hide()
 
     def _build_sampling_row(self, settings: Settings) -> QHBoxLayout:
@@ -219,6 +244,10 @@ class MainWindow(QMainWindow):
         self.hardware_button.toggled.connect(self._toggle_hardware)
         self.discover_button.toggled.connect(self._toggle_discover)
         self.insist_button.clicked.connect(self._insist)
+        self.recover_button.clicked.connect(self._recover_conversations)
+        self.sidebar.opened.connect(self.open_conversation)
+        self.sidebar.new_requested.connect(self.new_conversation)
+        self.sidebar.deleted.connect(self._on_conversation_deleted)
         self.model_picker.currentIndexChanged.connect(self._on_model_chosen)
         self.library_panel.models_changed.connect(self._set_models)
         self.library_panel.message.connect(lambda text: self.statusBar().showMessage(text, 10000))
@@ -252,7 +281,6 @@ class MainWindow(QMainWindow):
             self.mode_label.setText("No usable model: import a GGUF file from the Library.")
             return
         self._settings.last_model = model.name
-        self._history.clear()
         licence = f"Licence: {model.licence or 'unknown'}."
         self.mode_label.setText(
             f"{COMPLETION_MODE_NOTE} {licence}"
@@ -284,19 +312,71 @@ class MainWindow(QMainWindow):
         if self._busy or not text or model is None:
             return
         self._hide_banner()
+        try:
+            prompt = self.session.ask(text, model, self.chat_settings(model))
+        except AppError as error:  # the message stays in the box, to send again
+            self._show_error(f"{error} Your message was not sent.")
+            return
         self.prompt_box.clear()
-        prompt: str | list[dict[str, str]]
         if model.has_chat_template:
-            self._history.append({"role": "user", "content": text})
-            prompt = list(self._history)
             self.chat_view.add_turn("You", text, css_class="user")
         else:
-            prompt = text
             self.chat_view.add_turn("Prompt (text completion)", text, css_class="prompt")
         self.chat_view.begin_reply(model.title)
+        self.sidebar.set_current(self.session.conversation_id)
         self._set_busy(True)
         self._pieces = 0
+        self._save_timer.start()
         self.generate_requested.emit(model, prompt, self.sampling())
+
+    def chat_settings(self, model: ModelInfo) -> ChatSettings:
+        """What this reply is generated with, stored with it so that it can be reproduced."""
+        sampling = self.sampling()
+        return ChatSettings(
+            model=model.name, temperature=sampling.temperature, seed=sampling.seed, max_tokens=sampling.max_tokens
+        )
+
+    def new_conversation(self) -> None:
+        if self._busy:
+            self.statusBar().showMessage("Stop the reply first, or wait for it to finish.", 5000)
+            return
+        self.session.start_new()
+        self.chat_view.clear()
+        self.sidebar.set_current(None)
+        self.prompt_box.setFocus()
+
+    def open_conversation(self, conversation_id: int, message_id: int | None = None) -> None:
+        """Shows a stored conversation (at `message_id`, for a search hit); the next message continues it."""
+        if self._busy:
+            self.statusBar().showMessage("Stop the reply first, or wait for it to finish.", 5000)
+            return
+        try:
+            messages = self.session.open(conversation_id)
+        except AppError as error:
+            self._show_error(str(error))
+            return
+        model = self.current_model()
+        self.chat_view.show_thread(messages, completion=model is not None and not model.has_chat_template)
+        if message_id is not None:
+            self.chat_view.show_message(message_id)
+        self.sidebar.set_current(conversation_id)
+
+    def _on_conversation_deleted(self, conversation_id: int) -> None:
+        if conversation_id == self.session.conversation_id and not self._busy:
+            self.new_conversation()
+
+    def _recover_conversations(self) -> None:
+        damaged = self.session.store.quarantined
+        if damaged is None:
+            return
+        try:
+            count = self.session.store.recover_from(damaged)
+        except AppError as error:
+            self._show_error(str(error))
+            return
+        self._hide_banner()
+        self.sidebar.refresh()
+        self.statusBar().showMessage(f"Recovered {count} messages from {damaged}.", 10000)
 
     def stop(self) -> None:
         self.worker.request_stop()
@@ -310,31 +390,36 @@ class MainWindow(QMainWindow):
     def _on_delta(self, text: str) -> None:
         self._pieces += 1
         self.chat_view.append_reply(text)
+        self.session.append(text)
 
     def _on_finished(self, stats: dict[str, object]) -> None:
-        if stats.get("stopped"):
-            note = f"Stopped after {self._pieces} tokens."
-        else:
-            note = (
-                f"{stats['completion_tokens']} tokens · {stats['tokens_per_second']:.1f} tokens/s · "
-                f"first token after {stats['ttft_ms']:.0f} ms"
-            )
+        kept = {**stats, "pieces": self._pieces}
+        note = reply_note(kept, "complete")
         self.stats_label.setText(note)
         self._end_reply(note)
+        self._save_reply(lambda: self.session.finish(kept))
         notes = stats.get("notes")
         if isinstance(notes, list) and notes:
             self._show_error(" ".join(str(item) for item in notes))
 
     def _on_failed(self, message: str) -> None:
         self._end_reply(f"Interrupted: {message}" if message else "Interrupted.")
+        self._save_reply(self.session.interrupt)
         self._show_error(f"{message} Your conversation is kept; the next message starts a fresh engine.")
 
     def _end_reply(self, note: str) -> None:
-        reply = self.chat_view.end_reply(note)
-        model = self.current_model()
-        if model is not None and model.has_chat_template and reply:
-            self._history.append({"role": "assistant", "content": reply})
+        self.chat_view.end_reply(note)
+        self._save_timer.stop()
         self._set_busy(False)
+
+    def _save_reply(self, save: Callable[[], None]) -> None:
+        if self._closed:  # a reply's last signals can still arrive after the window closed the store
+            return
+        try:
+            save()
+        except AppError as error:
+            self._show_error(f"The reply could not be saved: {error}")
+        self.sidebar.refresh()
 
     def _show_error(self, message: str, *, can_insist: bool = False) -> None:
         self.error_banner.setText(message)
@@ -345,10 +430,12 @@ class MainWindow(QMainWindow):
     def _hide_banner(self) -> None:
         self.banner.hide()
         self.insist_button.hide()
+        self.recover_button.hide()
 
     def _on_refused(self, message: str) -> None:
         if self._busy:
             self._end_reply("Not sent: the model would not fit.")
+            self._save_reply(self.session.interrupt)
         self.load_label.setText("not loaded")
         self._show_error(message, can_insist=True)
 
@@ -474,4 +561,7 @@ class MainWindow(QMainWindow):
         self.engine_manager.shutdown()  # kills the engine, which also ends a stream the worker may be reading
         self._thread.quit()
         self._thread.wait(10_000)
+        self._save_reply(self.session.interrupt)  # a reply cut short by closing keeps its text, marked as such
+        self._closed = True
+        self.session.store.close()
         super().closeEvent(event)

@@ -37,7 +37,12 @@ def test_chat_with_a_template_model_streams_and_shows_stats(
     qtbot.waitUntil(window.send_button.isEnabled, timeout=REPLY_TIMEOUT_MS)
     assert "tokens/s" in window.stats_label.text() and "first token after" in window.stats_label.text()
     assert "Hello there" in window.chat_view.toPlainText()
-    assert [turn["role"] for turn in window._history] == ["user", "assistant"]
+    conversation = window.session.conversation_id
+    assert conversation is not None
+    thread = window.session.store.thread(conversation)
+    assert [(message.role, message.state) for message in thread] == [("user", "complete"), ("assistant", "complete")]
+    assert thread[0].content == "Hello there" and thread[1].content == window.chat_view.reply_so_far()
+    assert thread[1].model == "tiny-chat" and thread[1].stats and thread[1].stats["completion_tokens"] > 0
 
 
 def test_base_model_opens_in_labelled_completion_mode_and_stops(

@@ -1,0 +1,193 @@
+"""The conversations list: newest first (pinned on top), new chat, rename, pin, delete with undo, and a search
+over every message that opens the conversation a hit is in."""
+
+from __future__ import annotations
+
+import html
+from datetime import datetime
+
+from PySide6.QtCore import QPoint, Qt, QTimer, Signal
+from PySide6.QtGui import QKeySequence, QShortcut
+from PySide6.QtWidgets import (
+    QHBoxLayout,
+    QInputDialog,
+    QLabel,
+    QLineEdit,
+    QListWidget,
+    QListWidgetItem,
+    QMenu,
+    QPushButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from localai_app.core.conversations import Conversation, ConversationStore, SearchHit
+
+CONVERSATION_ROLE = Qt.ItemDataRole.UserRole
+MESSAGE_ROLE = Qt.ItemDataRole.UserRole + 1
+UNDO_SECONDS = 15  # how long "Undo" stays offered after a delete; the conversation stays in the bin after that
+SEARCH_DELAY_MS = 200  # search once typing pauses, not at every key
+
+
+class ConversationSidebar(QWidget):
+    opened = Signal(int, object)  # conversation id, and the message to show (a search hit) or None
+    new_requested = Signal()
+    deleted = Signal(int)
+
+    def __init__(self, store: ConversationStore, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self._store = store
+        self._current: int | None = None
+        self._last_deleted: int | None = None
+        self.search_box = QLineEdit()
+        self.search_box.setPlaceholderText("Search all conversations")
+        self.search_box.setAccessibleName("Search conversations")
+        self.search_box.setClearButtonEnabled(True)
+        self.new_button = QPushButton("New chat")
+        self.new_button.setToolTip("Start a new conversation (Ctrl+N)")
+        self.list = QListWidget()
+        self.list.setAccessibleName("Conversations")
+        self.list.setWordWrap(True)
+        self.list.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
+        self.undo_label = QLabel()
+        self.undo_label.setWordWrap(True)
+        self.undo_button = QPushButton("Undo")
+        self.undo_button.setAccessibleName("Undo delete")
+        undo_row = QHBoxLayout()
+        undo_row.setContentsMargins(0, 0, 0, 0)
+        undo_row.addWidget(self.undo_label, 1)
+        undo_row.addWidget(self.undo_button)
+        self._undo = QWidget()
+        self._undo.setLayout(undo_row)
+        self._undo.hide()
+        self._undo_timer = QTimer(self)
+        self._undo_timer.setSingleShot(True)
+        self._undo_timer.timeout.connect(self._undo.hide)
+        self._search_timer = QTimer(self)
+        self._search_timer.setSingleShot(True)
+        self._search_timer.setInterval(SEARCH_DELAY_MS)
+        self._search_timer.timeout.connect(self.refresh)
+
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(self.new_button)
+        layout.addWidget(self.search_box)
+        layout.addWidget(self.list, 1)
+        layout.addWidget(self._undo)
+
+        self.new_button.clicked.connect(self.new_requested)
+        self.search_box.textChanged.connect(lambda _: self._search_timer.start())
+        self.list.itemActivated.connect(self._open)
+        self.list.itemClicked.connect(self._open)
+        self.list.customContextMenuRequested.connect(self._menu)
+        self.undo_button.clicked.connect(self.undo_delete)
+        # Window-wide: Ctrl+F searches the conversations and Ctrl+N starts a new one, wherever the focus is.
+        for key, action in (
+            (QKeySequence.StandardKey.Find, self.search_box.setFocus),
+            (QKeySequence.StandardKey.New, self.new_requested.emit),
+        ):
+            shortcut = QShortcut(QKeySequence(key), self)
+            shortcut.setContext(Qt.ShortcutContext.WindowShortcut)
+            shortcut.activated.connect(action)
+
+    def set_current(self, conversation_id: int | None) -> None:
+        self._current = conversation_id
+        self.refresh()
+
+    def refresh(self) -> None:
+        """The conversations, or the search hits while the search box has text."""
+        self.list.clear()
+        query = self.search_box.text()
+        if query.strip():
+            hits = self._store.search(query)
+            for hit in hits:
+                self.list.addItem(self._hit_item(hit))
+            if not hits:
+                self.list.addItem(_note("No message matches."))
+            return
+        for conversation in self._store.list_conversations():
+            item = self._conversation_item(conversation)
+            self.list.addItem(item)
+            if conversation.id == self._current:
+                self.list.setCurrentItem(item)
+
+    def rename(self, conversation_id: int, title: str) -> None:
+        if title.strip():
+            self._store.rename(conversation_id, title)
+            self.refresh()
+
+    def toggle_pin(self, conversation_id: int) -> None:
+        self._store.set_pinned(conversation_id, not self._store.get(conversation_id).pinned)
+        self.refresh()
+
+    def delete(self, conversation_id: int) -> None:
+        """Into the bin, with "Undo" offered for a while; the window moves on if it was the one on show."""
+        title = self._store.get(conversation_id).title or "Untitled"
+        self._store.delete(conversation_id)
+        self._last_deleted = conversation_id
+        self.undo_label.setText(f"Deleted “{title}”.")
+        self._undo.show()
+        self._undo_timer.start(UNDO_SECONDS * 1000)
+        self.refresh()
+        self.deleted.emit(conversation_id)
+
+    def undo_delete(self) -> None:
+        if self._last_deleted is not None:
+            self._store.undo_delete(self._last_deleted)
+            self.opened.emit(self._last_deleted, None)
+            self._last_deleted = None
+        self._undo.hide()
+        self.refresh()
+
+    def _open(self, item: QListWidgetItem) -> None:
+        conversation_id = item.data(CONVERSATION_ROLE)
+        if conversation_id is not None:
+            self.opened.emit(int(conversation_id), item.data(MESSAGE_ROLE))
+
+    def _menu(self, position: QPoint) -> None:
+        item = self.list.itemAt(position)
+        if item is None or item.data(CONVERSATION_ROLE) is None or item.data(MESSAGE_ROLE) is not None:
+            return
+        conversation_id = int(item.data(CONVERSATION_ROLE))
+        pinned = self._store.get(conversation_id).pinned
+        menu = QMenu(self)
+        menu.addAction("Rename…", lambda: self._ask_rename(conversation_id))
+        menu.addAction("Unpin" if pinned else "Pin to the top", lambda: self.toggle_pin(conversation_id))
+        menu.addAction("Delete", lambda: self.delete(conversation_id))
+        menu.exec(self.list.viewport().mapToGlobal(position))
+
+    def _ask_rename(self, conversation_id: int) -> None:
+        title, accepted = QInputDialog.getText(
+            self, "Rename conversation", "Title:", text=self._store.get(conversation_id).title
+        )
+        if accepted:
+            self.rename(conversation_id, title)
+
+    @staticmethod
+    def _conversation_item(conversation: Conversation) -> QListWidgetItem:
+        when = datetime.fromtimestamp(conversation.updated_at).strftime("%d %b %H:%M")
+        # Words and weight, not an emoji: many Linux desktops have no emoji font and would show a box.
+        pinned = "pinned · " if conversation.pinned else ""
+        item = QListWidgetItem(f"{conversation.title or 'Untitled'}\n{pinned}{when}")
+        if conversation.pinned:
+            font = item.font()
+            font.setBold(True)
+            item.setFont(font)
+        item.setData(CONVERSATION_ROLE, conversation.id)
+        item.setToolTip(conversation.title)
+        return item
+
+    @staticmethod
+    def _hit_item(hit: SearchHit) -> QListWidgetItem:
+        # Plain text in the list (model text is never markup); the match is shown with «…» around it.
+        item = QListWidgetItem(f"{hit.title or 'Untitled'}\n{hit.marked('«', '»')}")
+        item.setData(CONVERSATION_ROLE, hit.conversation_id)
+        item.setData(MESSAGE_ROLE, hit.message_id)
+        item.setToolTip(hit.marked("<b>", "</b>", html.escape))
+        return item
+
+
+def _note(text: str) -> QListWidgetItem:
+    item = QListWidgetItem(text)
+    item.setFlags(Qt.ItemFlag.NoItemFlags)
+    return item

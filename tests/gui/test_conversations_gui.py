@@ -1,0 +1,114 @@
+"""Conversations in the window: kept in the store as they are written, listed newest first, searched, reopened and
+continued, renamed, pinned, deleted with undo; a reply cut short by closing is kept; a damaged file is set aside."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pytestqt.qtbot import QtBot
+
+from localai_app.core.conversations import STORE_FILE, ConversationStore
+from localai_app.core.paths import AppPaths
+from localai_app.ui.conversation_sidebar import CONVERSATION_ROLE, MESSAGE_ROLE
+from localai_app.ui.main_window import MainWindow
+from tests.gui.conftest import open_window
+from tests.gui.test_main_window import REPLY_TIMEOUT_MS, send
+
+pytestmark = pytest.mark.gui
+
+
+def exchange(qtbot: QtBot, window: MainWindow, text: str) -> None:
+    send(qtbot, window, text)
+    qtbot.waitUntil(lambda: bool(window.chat_view.reply_so_far()), timeout=REPLY_TIMEOUT_MS)
+    qtbot.waitUntil(window.send_button.isEnabled, timeout=REPLY_TIMEOUT_MS)
+
+
+def listed(window: MainWindow) -> list[str]:
+    items = [window.sidebar.list.item(row) for row in range(window.sidebar.list.count())]
+    return [item.text().splitlines()[0] for item in items if item is not None]
+
+
+def test_conversations_are_kept_listed_searched_and_continued(
+    qtbot: QtBot, tiny_library_paths: AppPaths, close_windows: list[MainWindow]
+) -> None:
+    window = open_window(qtbot, tiny_library_paths, "tiny-chat")
+    close_windows.append(window)
+    window.max_tokens.setValue(8)
+    exchange(qtbot, window, "Tell me about volcanoes")
+    first = window.session.conversation_id
+    assert listed(window) == ["Tell me about volcanoes"]
+
+    window.sidebar.new_button.click()
+    assert window.chat_view.toPlainText() == "" and window.session.conversation_id is None
+    exchange(qtbot, window, "Plan a picnic")
+    assert listed(window) == ["Plan a picnic", "Tell me about volcanoes"]  # newest first
+
+    window.sidebar.search_box.setText("volcanoes")
+    qtbot.waitUntil(lambda: window.sidebar.list.count() == 1 and "«volcanoes»" in window.sidebar.list.item(0).text())
+    hit = window.sidebar.list.item(0)
+    assert hit.data(CONVERSATION_ROLE) == first and hit.data(MESSAGE_ROLE) is not None
+    window.sidebar.list.itemClicked.emit(hit)
+    assert window.session.conversation_id == first
+    assert "Tell me about volcanoes" in window.chat_view.toPlainText()
+    assert "Plan a picnic" not in window.chat_view.toPlainText()
+
+    exchange(qtbot, window, "And in Iceland?")  # continues the reopened conversation, with its history
+    store = window.session.store
+    assert [message.role for message in store.thread(first)] == ["user", "assistant", "user", "assistant"]
+    window.sidebar.search_box.clear()
+    qtbot.waitUntil(lambda: listed(window) == ["Tell me about volcanoes", "Plan a picnic"])
+
+    window.sidebar.rename(first, "Volcanoes")
+    picnic = store.list_conversations()[1].id
+    window.sidebar.toggle_pin(picnic)
+    assert listed(window) == ["Plan a picnic", "Volcanoes"]
+    assert window.sidebar.list.item(0).text().splitlines()[1].startswith("pinned · ")
+
+    window.sidebar.delete(first)  # the one on show: the window moves to a new chat
+    assert listed(window) == ["Plan a picnic"] and window.session.conversation_id is None
+    assert window.sidebar.undo_button.isVisible()
+    window.sidebar.undo_button.click()
+    assert listed(window) == ["Plan a picnic", "Volcanoes"]
+    assert window.session.conversation_id == first and "Iceland" in window.chat_view.toPlainText()
+
+
+def test_closing_mid_reply_keeps_the_text_marked_interrupted(
+    qtbot: QtBot, app_paths: AppPaths, starter_model: Path
+) -> None:
+    window = open_window(qtbot, app_paths, "gemma-3-270m-q4_k_m")
+    window.max_tokens.setValue(2000)
+    send(qtbot, window, "The history of Rome")
+    qtbot.waitUntil(lambda: len(window.chat_view.reply_so_far()) > 40, timeout=REPLY_TIMEOUT_MS)
+    conversation = window.session.conversation_id
+    assert conversation is not None
+    window.close()
+    shown = window.chat_view.reply_so_far()
+
+    with ConversationStore(app_paths.data / STORE_FILE) as store:
+        question, reply = store.thread(conversation)
+    assert question.content == "The history of Rome"
+    assert reply.state == "interrupted"
+    assert len(reply.content) > 40 and shown.startswith(reply.content)
+
+
+def test_a_damaged_conversations_file_is_set_aside_and_can_be_recovered(
+    qtbot: QtBot, tiny_library_paths: AppPaths, close_windows: list[MainWindow]
+) -> None:
+    with ConversationStore(tiny_library_paths.data / STORE_FILE) as store:
+        kept = store.create_conversation("Kept through the damage")
+        store.add_message(kept.id, None, "user", "Remember this")
+    database = tiny_library_paths.data / STORE_FILE
+    damaged = bytearray(database.read_bytes())
+    damaged[-512:] = b"\xff" * 512  # a damaged last page, as a bad sector or a torn write leaves it
+    database.write_bytes(bytes(damaged))
+
+    window = open_window(qtbot, tiny_library_paths, "tiny-chat")
+    close_windows.append(window)
+    assert window.banner.isVisible() and "damaged" in window.error_banner.text()
+    assert window.recover_button.isVisible()
+    moved_aside = window.session.store.quarantined
+    assert moved_aside is not None and moved_aside.exists()
+    window.recover_button.click()
+    assert "Kept through the damage" in listed(window)
+    assert not window.banner.isVisible()
