@@ -37,6 +37,7 @@ def test_conversations_are_kept_listed_searched_and_continued(
     window.max_tokens.setValue(8)
     exchange(qtbot, window, "Tell me about volcanoes")
     first = window.session.conversation_id
+    assert first is not None
     assert listed(window) == ["Tell me about volcanoes"]
 
     window.sidebar.new_button.click()
