@@ -11,9 +11,11 @@ import logging
 import sys
 from pathlib import Path
 
-from localai_app import __version__, cli_hub
+from localai_app import __version__, cli_conversations, cli_hub
 from localai_app.core import hardware
 from localai_app.core.advice import advise_here
+from localai_app.core.chat_session import ChatSession, Prompt
+from localai_app.core.conversations import ChatSettings
 from localai_app.core.engine_manager import manager_for
 from localai_app.core.errors import AppError, EngineError, OfflineError, TransientError
 from localai_app.core.estimate import Overrides
@@ -57,7 +59,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_load_options(chat)
     chat.add_argument("--force", action="store_true", help="load even when the model is estimated not to fit")
     chat.add_argument("--stats", action="store_true", help="print one JSON line of statistics to stderr")
+    chat.add_argument("--save", action="store_true", help="keep the exchange as a conversation (see `conversations`)")
+    chat.add_argument("--conversation", type=int, help="with --save: continue this conversation instead of a new one")
     cli_hub.add_commands(commands)
+    cli_conversations.add_commands(commands)
     return parser
 
 
@@ -108,6 +113,8 @@ def main(argv: list[str] | None = None) -> int:
             return describe_fit(paths, args)
         if args.command in ("search", "files", "pull"):
             return cli_hub.run(paths, args)
+        if args.command in ("conversations", "export"):
+            return cli_conversations.run(paths, args)
         return chat(paths, args)
     except (EngineError, OfflineError, TransientError) as error:  # not the user's doing
         print(f"localai-app: {error}", file=sys.stderr)
@@ -183,6 +190,8 @@ def describe_fit(paths: AppPaths, args: argparse.Namespace) -> int:
 def chat(paths: AppPaths, args: argparse.Namespace) -> int:
     if args.max_tokens is not None and args.max_tokens < 1:
         raise AppError("--max-tokens must be at least 1.")
+    if args.conversation is not None and not args.save:
+        raise AppError("--conversation continues a saved conversation: add --save.")
     settings = load_settings(paths.config)
     model = Library(paths).find(args.model)
     sampling = SamplingOptions(
@@ -190,23 +199,42 @@ def chat(paths: AppPaths, args: argparse.Namespace) -> int:
         temperature=args.temperature if args.temperature is not None else settings.sampling.temperature,
         seed=args.seed if args.seed is not None else settings.sampling.seed,
     )
-    prompt = prompt_for(model, args.prompt)
-    if isinstance(prompt, str):
+    if not model.has_chat_template:
         print(f"({model.name} has no chat template: text completion)", file=sys.stderr)
     manager = manager_for(paths, _overrides(args, settings.overrides()))
+    session = ChatSession(cli_conversations.open_conversations(paths)) if args.save else None
     try:
+        if session is None:
+            prompt: Prompt = prompt_for(model, args.prompt)
+        else:
+            if args.conversation is not None:
+                session.open(args.conversation)
+            chosen = ChatSettings(
+                model=model.name, temperature=sampling.temperature, seed=sampling.seed, max_tokens=sampling.max_tokens
+            )
+            prompt = session.ask(args.prompt, model, chosen)
         for event in manager.stream(model, prompt, sampling, insist=args.force):
             if isinstance(event, Delta):
                 sys.stdout.write(event.text)
                 sys.stdout.flush()
-            elif args.stats:
-                print(json.dumps(event.as_dict()), file=sys.stderr)
+                if session is not None:
+                    session.append(event.text)
+            else:
+                if session is not None:
+                    session.finish(event.as_dict())
+                if args.stats:
+                    print(json.dumps(event.as_dict()), file=sys.stderr)
         sys.stdout.write("\n")
     finally:
         manager.shutdown()
+        if session is not None:
+            session.interrupt()  # only a reply still streaming (a failure, Ctrl+C) is affected: kept, marked
+            if session.conversation_id is not None:
+                print(f"Saved as conversation {session.conversation_id}.", file=sys.stderr)
+            session.store.close()
     return EXIT_OK
 
 
-def prompt_for(model: ModelInfo, text: str) -> str | list[dict[str, str]]:
+def prompt_for(model: ModelInfo, text: str) -> Prompt:
     """Chat messages for a model with a chat template; the plain text (completion mode) for one without."""
     return [{"role": "user", "content": text}] if model.has_chat_template else text
