@@ -16,7 +16,7 @@ from localai_app.core.conversations import (
     ReplyWriter,
     title_from,
 )
-from localai_app.core.errors import ConversationStoreError
+from localai_app.core.errors import AppError, ConversationStoreError
 from localai_app.core.library import ModelInfo
 
 Prompt = str | list[dict[str, str]]
@@ -42,17 +42,56 @@ class ChatSession:
         branch as chat messages, or for a model without a chat template the text alone (it only continues text)."""
         if self.conversation_id is None:
             self.conversation_id = self.store.create_conversation(title_from(text), settings).id
-        else:
-            self.store.update_settings(self.conversation_id, settings)
         leaf = self.store.get(self.conversation_id).leaf_id
-        question = self.store.add_message(self.conversation_id, leaf, "user", text)
+        return self._answer(self.store.add_message(self.conversation_id, leaf, "user", text), model, settings)
+
+    def edit(self, message_id: int, text: str, model: ModelInfo, settings: ChatSettings) -> Prompt:
+        """A new version of one of the user's messages, answered afresh; the old version and what followed it stay
+        as a branch to flip back to."""
+        original = self._member(message_id)
+        if original.role != "user":
+            raise AppError("Only your own messages can be edited; regenerate a reply instead.")
+        return self._answer(
+            self.store.add_message(original.conversation_id, original.parent_id, "user", text), model, settings
+        )
+
+    def regenerate(self, message_id: int, model: ModelInfo, settings: ChatSettings) -> Prompt:
+        """Another reply to the question a reply answered; the earlier reply stays as a branch."""
+        reply = self._member(message_id)
+        if reply.role != "assistant" or reply.parent_id is None:
+            raise AppError("Only a reply can be regenerated.")
+        return self._answer(self.store.get_message(reply.parent_id), model, settings)
+
+    def flip(self, message_id: int, step: int) -> list[Message]:
+        """Shows the previous (-1) or next (+1) version of a message, with what follows it; returns the thread."""
+        versions = self.store.siblings(message_id)
+        index = [version.id for version in versions].index(message_id)
+        chosen = versions[max(0, min(len(versions) - 1, index + step))]
+        self.store.select_branch(chosen.conversation_id, chosen.id)
+        return self.store.thread(chosen.conversation_id)
+
+    def versions(self, message_id: int) -> tuple[int, int]:
+        """(which, of how many) versions of a message: "2 of 3" after two regenerations and a flip back."""
+        ids = [version.id for version in self.store.siblings(message_id)]
+        return ids.index(message_id) + 1, len(ids)
+
+    def _member(self, message_id: int) -> Message:
+        message = self.store.get_message(message_id)
+        if message.conversation_id != self.conversation_id:
+            raise AppError("That message belongs to another conversation.")
+        return message
+
+    def _answer(self, question: Message, model: ModelInfo, settings: ChatSettings) -> Prompt:
+        conversation_id = question.conversation_id
+        self.store.update_settings(conversation_id, settings)
         self.reply = self.store.start_reply(
-            self.conversation_id, question.id, model=model.name, model_sha256=model.sha256, settings=settings
+            conversation_id, question.id, model=model.name, model_sha256=model.sha256, settings=settings
         )
         if not model.has_chat_template:
-            return text
+            return question.content
         system = [{"role": "system", "content": settings.system_prompt}] if settings.system_prompt else []
-        earlier = [message for message in self.store.thread(self.conversation_id) if message.content]
+        # Answers only: reasoning stays out of later turns, as reasoning models' templates expect.
+        earlier = [message for message in self.store.thread(conversation_id) if message.content]
         return system + [{"role": message.role, "content": message.content} for message in earlier]
 
     def append(self, text: str) -> None:

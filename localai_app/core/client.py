@@ -127,7 +127,14 @@ class EngineClient:
 
 
 def _sampling_fields(sampling: SamplingOptions) -> dict[str, Any]:
-    fields: dict[str, Any] = {"max_tokens": sampling.max_tokens, "temperature": sampling.temperature}
+    fields: dict[str, Any] = {
+        "max_tokens": sampling.max_tokens,
+        "temperature": sampling.temperature,
+        "top_p": sampling.top_p,
+        "top_k": sampling.top_k,
+        "min_p": sampling.min_p,
+        "repeat_penalty": sampling.repeat_penalty,
+    }
     if sampling.seed is not None:
         fields["seed"] = sampling.seed
     return fields

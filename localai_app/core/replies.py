@@ -14,6 +14,10 @@ from typing import Any
 class SamplingOptions:
     max_tokens: int = 512
     temperature: float = 0.7
+    top_p: float = 0.95
+    top_k: int = 40
+    min_p: float = 0.05
+    repeat_penalty: float = 1.0
     seed: int | None = None
     top_logprobs: int | None = None  # None: no probabilities
 

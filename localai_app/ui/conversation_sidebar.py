@@ -4,11 +4,15 @@ over every message that opens the conversation a hit is in."""
 from __future__ import annotations
 
 import html
+import json
 from datetime import datetime
+from functools import partial
+from pathlib import Path
 
 from PySide6.QtCore import QPoint, Qt, QTimer, Signal
 from PySide6.QtGui import QKeySequence, QShortcut
 from PySide6.QtWidgets import (
+    QFileDialog,
     QHBoxLayout,
     QInputDialog,
     QLabel,
@@ -22,29 +26,56 @@ from PySide6.QtWidgets import (
 )
 
 from localai_app.core.conversations import Conversation, ConversationStore, SearchHit
+from localai_app.core.errors import AppError
 
 CONVERSATION_ROLE = Qt.ItemDataRole.UserRole
 MESSAGE_ROLE = Qt.ItemDataRole.UserRole + 1
 UNDO_SECONDS = 15  # how long "Undo" stays offered after a delete; the conversation stays in the bin after that
 SEARCH_DELAY_MS = 200  # search once typing pauses, not at every key
+EXPORT_FORMATS = {
+    "md": ("Markdown", "Markdown (*.md)"),
+    "html": ("web page", "Web page (*.html)"),
+    "json": ("JSON", "JSON (*.json)"),
+}
 
 
 class ConversationSidebar(QWidget):
     opened = Signal(int, object)  # conversation id, and the message to show (a search hit) or None
     new_requested = Signal()
     deleted = Signal(int)
+    message = Signal(str)  # what happened, for the status bar: an export written, an import that failed
 
     def __init__(self, store: ConversationStore, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self._store = store
         self._current: int | None = None
         self._last_deleted: int | None = None
+        self._build()
+        self.new_button.clicked.connect(self.new_requested)
+        self.import_button.clicked.connect(self._ask_import)
+        self.search_box.textChanged.connect(lambda _: self._search_timer.start())
+        self.list.itemActivated.connect(self._open)
+        self.list.itemClicked.connect(self._open)
+        self.list.customContextMenuRequested.connect(self._menu)
+        self.undo_button.clicked.connect(self.undo_delete)
+        # Window-wide: Ctrl+F searches the conversations and Ctrl+N starts a new one, wherever the focus is.
+        for key, action in (
+            (QKeySequence.StandardKey.Find, self.search_box.setFocus),
+            (QKeySequence.StandardKey.New, self.new_requested.emit),
+        ):
+            shortcut = QShortcut(QKeySequence(key), self)
+            shortcut.setContext(Qt.ShortcutContext.WindowShortcut)
+            shortcut.activated.connect(action)
+
+    def _build(self) -> None:
         self.search_box = QLineEdit()
         self.search_box.setPlaceholderText("Search all conversations")
         self.search_box.setAccessibleName("Search conversations")
         self.search_box.setClearButtonEnabled(True)
         self.new_button = QPushButton("New chat")
         self.new_button.setToolTip("Start a new conversation (Ctrl+N)")
+        self.import_button = QPushButton("Import…")
+        self.import_button.setToolTip("A conversation exported as JSON, or an OpenAI-style messages array")
         self.list = QListWidget()
         self.list.setAccessibleName("Conversations")
         self.list.setWordWrap(True)
@@ -70,25 +101,13 @@ class ConversationSidebar(QWidget):
 
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
-        layout.addWidget(self.new_button)
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.new_button, 1)
+        buttons.addWidget(self.import_button)
+        layout.addLayout(buttons)
         layout.addWidget(self.search_box)
         layout.addWidget(self.list, 1)
         layout.addWidget(self._undo)
-
-        self.new_button.clicked.connect(self.new_requested)
-        self.search_box.textChanged.connect(lambda _: self._search_timer.start())
-        self.list.itemActivated.connect(self._open)
-        self.list.itemClicked.connect(self._open)
-        self.list.customContextMenuRequested.connect(self._menu)
-        self.undo_button.clicked.connect(self.undo_delete)
-        # Window-wide: Ctrl+F searches the conversations and Ctrl+N starts a new one, wherever the focus is.
-        for key, action in (
-            (QKeySequence.StandardKey.Find, self.search_box.setFocus),
-            (QKeySequence.StandardKey.New, self.new_requested.emit),
-        ):
-            shortcut = QShortcut(QKeySequence(key), self)
-            shortcut.setContext(Qt.ShortcutContext.WindowShortcut)
-            shortcut.activated.connect(action)
 
     def set_current(self, conversation_id: int | None) -> None:
         self._current = conversation_id
@@ -139,6 +158,52 @@ class ConversationSidebar(QWidget):
         self._undo.hide()
         self.refresh()
 
+    def export_to(self, conversation_id: int, path: Path, extension: str) -> None:
+        if extension == "json":
+            text = json.dumps(self._store.export_json(conversation_id), indent=2, ensure_ascii=False)
+        elif extension == "html":
+            text = self._store.export_html(conversation_id)
+        else:
+            text = self._store.export_markdown(conversation_id)
+        try:
+            path.write_text(text, encoding="utf-8")
+        except OSError as error:
+            self.message.emit(f"Could not write {path}: {error.strerror or error}.")
+            return
+        self.message.emit(f"Exported to {path}.")
+
+    def import_from(self, path: Path) -> None:
+        """Our own JSON export (one conversation or all), or an OpenAI-style list of messages; a file that is
+        neither is refused with the reason and nothing is added."""
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            is_messages = isinstance(data, list) or (isinstance(data, dict) and "messages" in data)
+            added = [self._store.import_openai_messages(data)] if is_messages else self._store.import_json(data)
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+            self.message.emit(f"Could not read {path.name}: {error}.")
+            return
+        except AppError as error:
+            self.message.emit(f"{path.name} was not imported: {error}")
+            return
+        self.refresh()
+        self.message.emit(f"Imported {len(added)} conversation{'s' if len(added) != 1 else ''} from {path.name}.")
+        if added:
+            self.opened.emit(added[0], None)
+
+    def _ask_export(self, conversation_id: int, extension: str) -> None:
+        title = self._store.get(conversation_id).title or "conversation"
+        safe = "".join(character if character.isalnum() or character in " -_" else "_" for character in title)
+        chosen, _ = QFileDialog.getSaveFileName(
+            self, "Export conversation", f"{safe.strip() or 'conversation'}.{extension}", EXPORT_FORMATS[extension][1]
+        )
+        if chosen:
+            self.export_to(conversation_id, Path(chosen), extension)
+
+    def _ask_import(self) -> None:
+        chosen, _ = QFileDialog.getOpenFileName(self, "Import conversations", "", "JSON (*.json)")
+        if chosen:
+            self.import_from(Path(chosen))
+
     def _open(self, item: QListWidgetItem) -> None:
         conversation_id = item.data(CONVERSATION_ROLE)
         if conversation_id is not None:
@@ -153,6 +218,9 @@ class ConversationSidebar(QWidget):
         menu = QMenu(self)
         menu.addAction("Rename…", lambda: self._ask_rename(conversation_id))
         menu.addAction("Unpin" if pinned else "Pin to the top", lambda: self.toggle_pin(conversation_id))
+        for extension, (name, _) in EXPORT_FORMATS.items():
+            menu.addAction(f"Export as {name}…", partial(self._ask_export, conversation_id, extension))
+        menu.addSeparator()
         menu.addAction("Delete", lambda: self.delete(conversation_id))
         menu.exec(self.list.viewport().mapToGlobal(position))
 

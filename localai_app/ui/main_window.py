@@ -1,4 +1,5 @@
-"""The main window: model picker, conversation, prompt box with Send/Stop, sampling basics, library panel."""
+"""The main window: conversations on the left, the chat with its model picker, prompt box, Send/Stop and panels
+(library, hardware, discover), and the conversation's settings on the right."""
 
 from __future__ import annotations
 
@@ -6,16 +7,14 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from PySide6.QtCore import QEvent, QObject, Qt, QThread, QTimer, Signal
-from PySide6.QtGui import QCloseEvent, QKeyEvent, QShowEvent
+from PySide6.QtGui import QCloseEvent, QKeyEvent, QKeySequence, QShowEvent
 from PySide6.QtWidgets import (
     QComboBox,
-    QDoubleSpinBox,
     QHBoxLayout,
     QLabel,
     QMainWindow,
     QPlainTextEdit,
     QPushButton,
-    QSpinBox,
     QSplitter,
     QVBoxLayout,
     QWidget,
@@ -36,6 +35,7 @@ from localai_app.core.model_shape import ModelShape
 from localai_app.core.paths import AppPaths
 from localai_app.core.replies import SamplingOptions
 from localai_app.core.settings import Settings, save_settings
+from localai_app.ui.chat_settings_panel import ChatSettingsPanel
 from localai_app.ui.chat_view import ChatView, reply_note
 from localai_app.ui.conversation_sidebar import ConversationSidebar
 
@@ -115,11 +115,44 @@ class MainWindow(QMainWindow):
 
         self._build_banner()
 
+        input_row = self._build_input_row()
+        self._build_settings_panel(settings)
+        self.stats_label = QLabel()
+        self.stats_label.setObjectName("statsLabel")
+        status_row = QHBoxLayout()
+        status_row.addStretch(1)
+        status_row.addWidget(self.stats_label)
+
+        layout = QVBoxLayout()
+        layout.addLayout(top)
+        layout.addWidget(self.mode_label)
+        layout.addWidget(splitter, 1)
+        layout.addWidget(self.banner)
+        layout.addLayout(input_row)
+        layout.addLayout(status_row)
+        chat_column = QWidget()
+        chat_column.setLayout(layout)
+        self.sidebar = ConversationSidebar(self.session.store)
+        self.sidebar.setMinimumWidth(180)
+        central = QSplitter(Qt.Orientation.Horizontal)
+        central.addWidget(self.sidebar)
+        central.addWidget(chat_column)
+        central.addWidget(self.settings_panel)
+        central.setStretchFactor(1, 1)
+        central.setSizes([240, 1000, 320])
+        self.setCentralWidget(central)
+        self.resize(1240, 760)
+
+    def _build_input_row(self) -> QHBoxLayout:
         self.prompt_box = QPlainTextEdit()
+        self.prompt_box.setAccessibleName("Message")
         self.prompt_box.setPlaceholderText("Write a message (Enter sends, Shift+Enter for a new line)")
         self.prompt_box.setFixedHeight(self.fontMetrics().lineSpacing() * 4 + 12)
         self.send_button = QPushButton("Send")
+        self.send_button.setToolTip("Send (Enter)")
         self.stop_button = QPushButton("Stop")
+        self.stop_button.setToolTip("Stop the reply (Esc)")
+        self.stop_button.setShortcut(QKeySequence(Qt.Key.Key_Escape))
         self.stop_button.setEnabled(False)
         self.prompt_box.installEventFilter(_SendOnEnter(self.send_button))
         input_row = QHBoxLayout()
@@ -128,27 +161,7 @@ class MainWindow(QMainWindow):
         buttons.addWidget(self.send_button)
         buttons.addWidget(self.stop_button)
         input_row.addLayout(buttons)
-
-        sampling = self._build_sampling_row(settings)
-
-        layout = QVBoxLayout()
-        layout.addLayout(top)
-        layout.addWidget(self.mode_label)
-        layout.addWidget(splitter, 1)
-        layout.addWidget(self.banner)
-        layout.addLayout(input_row)
-        layout.addLayout(sampling)
-        chat_column = QWidget()
-        chat_column.setLayout(layout)
-        self.sidebar = ConversationSidebar(self.session.store)
-        self.sidebar.setMinimumWidth(180)
-        central = QSplitter(Qt.Orientation.Horizontal)
-        central.addWidget(self.sidebar)
-        central.addWidget(chat_column)
-        central.setStretchFactor(1, 1)
-        central.setSizes([240, 1000])
-        self.setCentralWidget(central)
-        self.resize(1240, 760)
+        return input_row
 
     def _build_top_row(self) -> QHBoxLayout:
         """Model picker, panel toggles, and what the current load chose."""
@@ -164,6 +177,9 @@ class MainWindow(QMainWindow):
         self.discover_button = QPushButton("Discover")
         self.discover_button.setCheckable(True)
         self.discover_button.setToolTip("Find models: recommended ones (offline) and the Hugging Face Hub")
+        self.settings_button = QPushButton("Settings")
+        self.settings_button.setCheckable(True)
+        self.settings_button.setToolTip("This conversation's system prompt, sampling and presets")
         self.load_label = QLabel()  # what the load chose (context, threads, GPU layers); the reasons as tooltip
         self.load_label.setObjectName("loadLabel")
         top = QHBoxLayout()
@@ -172,6 +188,7 @@ class MainWindow(QMainWindow):
         top.addWidget(self.library_button)
         top.addWidget(self.hardware_button)
         top.addWidget(self.discover_button)
+        top.addWidget(self.settings_button)
         top.addStretch(1)
         top.addWidget(self.load_label)
         return top
@@ -197,27 +214,20 @@ class MainWindow(QMainWindow):
         banner_row.addWidget(self.recover_button)
         self.banner.hide()
 
-    def _build_sampling_row(self, settings: Settings) -> QHBoxLayout:
-        self.temperature = QDoubleSpinBox()
-        self.temperature.setRange(0.0, 2.0)
-        self.temperature.setSingleStep(0.1)
-        self.temperature.setValue(settings.sampling.temperature)
-        self.max_tokens = QSpinBox()
-        self.max_tokens.setRange(1, 32768)
-        self.max_tokens.setValue(settings.sampling.max_tokens)
-        self.seed = QSpinBox()
-        self.seed.setRange(-1, 2**31 - 1)
-        self.seed.setSpecialValueText("random")
-        self.seed.setValue(-1 if settings.sampling.seed is None else settings.sampling.seed)
-        self.stats_label = QLabel()
-        self.stats_label.setObjectName("statsLabel")
-        sampling = QHBoxLayout()
-        for label, widget in (("Temperature", self.temperature), ("Max tokens", self.max_tokens), ("Seed", self.seed)):
-            sampling.addWidget(QLabel(label))
-            sampling.addWidget(widget)
-        sampling.addStretch(1)
-        sampling.addWidget(self.stats_label)
-        return sampling
+    def _build_settings_panel(self, settings: Settings) -> None:
+        """The conversation's settings, starting from the last ones used; the window's own shortcuts to them."""
+        self.settings_panel = ChatSettingsPanel(self.session.store)
+        self.settings_panel.show_settings(
+            ChatSettings(
+                temperature=settings.sampling.temperature,
+                max_tokens=settings.sampling.max_tokens,
+                seed=settings.sampling.seed,
+            )
+        )
+        self.settings_panel.hide()
+        self.temperature = self.settings_panel.temperature
+        self.max_tokens = self.settings_panel.max_tokens
+        self.seed = self.settings_panel.seed
 
     def _start_worker(self, manager: EngineManager) -> None:
         self._thread = QThread(self)
@@ -241,6 +251,8 @@ class MainWindow(QMainWindow):
         self.send_button.clicked.connect(self.send)
         self.stop_button.clicked.connect(self.stop)
         self.library_button.toggled.connect(self.library_panel.setVisible)
+        self.settings_button.toggled.connect(self.settings_panel.setVisible)
+        self.settings_panel.message.connect(lambda text: self.statusBar().showMessage(text, 10000))
         self.hardware_button.toggled.connect(self._toggle_hardware)
         self.discover_button.toggled.connect(self._toggle_discover)
         self.insist_button.clicked.connect(self._insist)
@@ -248,6 +260,7 @@ class MainWindow(QMainWindow):
         self.sidebar.opened.connect(self.open_conversation)
         self.sidebar.new_requested.connect(self.new_conversation)
         self.sidebar.deleted.connect(self._on_conversation_deleted)
+        self.sidebar.message.connect(lambda text: self.statusBar().showMessage(text, 10000))
         self.model_picker.currentIndexChanged.connect(self._on_model_chosen)
         self.library_panel.models_changed.connect(self._set_models)
         self.library_panel.message.connect(lambda text: self.statusBar().showMessage(text, 10000))
@@ -299,11 +312,15 @@ class MainWindow(QMainWindow):
     # -- chat --------------------------------------------------------------------------------------------------
 
     def sampling(self) -> SamplingOptions:
-        seed = self.seed.value()
+        chosen = self.settings_panel.settings(None)
         return SamplingOptions(
-            max_tokens=self.max_tokens.value(),
-            temperature=self.temperature.value(),
-            seed=None if seed < 0 else seed,
+            max_tokens=chosen.max_tokens,
+            temperature=chosen.temperature,
+            top_p=chosen.top_p,
+            top_k=chosen.top_k,
+            min_p=chosen.min_p,
+            repeat_penalty=chosen.repeat_penalty,
+            seed=chosen.seed,
         )
 
     def send(self) -> None:
@@ -331,10 +348,7 @@ class MainWindow(QMainWindow):
 
     def chat_settings(self, model: ModelInfo) -> ChatSettings:
         """What this reply is generated with, stored with it so that it can be reproduced."""
-        sampling = self.sampling()
-        return ChatSettings(
-            model=model.name, temperature=sampling.temperature, seed=sampling.seed, max_tokens=sampling.max_tokens
-        )
+        return self.settings_panel.settings(model.name)
 
     def new_conversation(self) -> None:
         if self._busy:
@@ -355,6 +369,7 @@ class MainWindow(QMainWindow):
         except AppError as error:
             self._show_error(str(error))
             return
+        self.settings_panel.show_settings(self.session.store.get(conversation_id).settings)
         model = self.current_model()
         self.chat_view.show_thread(messages, completion=model is not None and not model.has_chat_template)
         if message_id is not None:

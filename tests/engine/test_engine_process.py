@@ -69,6 +69,16 @@ def test_streamed_completion_is_reproducible_with_a_seed(client: EngineClient) -
     assert stats.tokens_per_second > 0 and stats.ttft_ms > 0
 
 
+def test_top_k_reaches_the_sampler(client: EngineClient) -> None:
+    def text(top_k: int, seed: int) -> str:
+        sampling = SamplingOptions(max_tokens=12, temperature=1.5, top_p=1.0, min_p=0.0, top_k=top_k, seed=seed)
+        return "".join(event.text for event in client.stream_completion("Hello", sampling) if isinstance(event, Delta))
+
+    # With only the most likely token allowed, the seed no longer matters; with all of them, it does.
+    assert text(top_k=1, seed=1) == text(top_k=1, seed=2) == text(top_k=1, seed=3)
+    assert len({text(top_k=0, seed=seed) for seed in (1, 2, 3)}) > 1
+
+
 def test_chat_uses_the_models_template_and_returns_logprobs(client: EngineClient) -> None:
     sampling = SamplingOptions(max_tokens=5, temperature=0.0, top_logprobs=3)
     events = list(client.stream_chat([{"role": "user", "content": "Hi"}], sampling))

@@ -113,3 +113,75 @@ def test_a_damaged_conversations_file_is_set_aside_and_can_be_recovered(
     window.recover_button.click()
     assert "Kept through the damage" in listed(window)
     assert not window.banner.isVisible()
+
+
+def test_each_conversation_keeps_its_settings_and_presets_are_saved(
+    qtbot: QtBot, tiny_library_paths: AppPaths, close_windows: list[MainWindow]
+) -> None:
+    window = open_window(qtbot, tiny_library_paths, "tiny-chat")
+    close_windows.append(window)
+    panel = window.settings_panel
+    window.settings_button.click()
+    assert panel.isVisible()
+    assert [panel.preset.itemText(index) for index in range(panel.preset.count())][1:] == [
+        "Balanced",
+        "Precise",
+        "Creative",
+    ]
+    panel.apply_preset("Precise")
+    assert panel.temperature.value() == pytest.approx(0.2) and panel.preset.currentText() == "Precise"
+    panel.system_prompt.setPlainText("Answer in French.")
+    panel.max_tokens.setValue(6)
+    exchange(qtbot, window, "Hello")
+    first = window.session.conversation_id
+    assert first is not None
+    reply = window.session.store.thread(first)[-1]
+    assert reply.settings is not None
+    assert (reply.settings.temperature, reply.settings.system_prompt, reply.settings.model) == (
+        pytest.approx(0.2),
+        "Answer in French.",
+        "tiny-chat",
+    )
+
+    panel.save_preset("French tutor")
+    assert panel.preset.findText("French tutor") > 0
+    window.new_conversation()
+    panel.apply_preset("Creative")
+    panel.system_prompt.clear()
+    exchange(qtbot, window, "Another")
+    window.open_conversation(first)  # its own settings come back with it
+    assert panel.system_prompt.toPlainText() == "Answer in French."
+    assert panel.temperature.value() == pytest.approx(0.2) and panel.preset.currentText() == "French tutor"
+
+
+def test_export_and_import_from_the_sidebar(
+    qtbot: QtBot, tiny_library_paths: AppPaths, close_windows: list[MainWindow], tmp_path: Path
+) -> None:
+    window = open_window(qtbot, tiny_library_paths, "tiny-chat")
+    close_windows.append(window)
+    window.max_tokens.setValue(6)
+    exchange(qtbot, window, "Export me <please>")
+    conversation = window.session.conversation_id
+    assert conversation is not None
+    for extension in ("md", "html", "json"):
+        window.sidebar.export_to(conversation, tmp_path / f"chat.{extension}", extension)
+    assert "Export me <please>" in (tmp_path / "chat.md").read_text()
+    assert "Export me &lt;please&gt;" in (tmp_path / "chat.html").read_text()
+
+    window.sidebar.import_from(tmp_path / "chat.json")  # a copy, opened at once
+    assert listed(window).count("Export me <please>") == 2
+    assert window.session.conversation_id not in (None, conversation)
+
+    openai = tmp_path / "openai.json"
+    openai.write_text('[{"role": "user", "content": "From the API"}, {"role": "assistant", "content": "Hi"}]')
+    window.sidebar.import_from(openai)
+    assert "From the API" in listed(window)
+    assert "From the API" in window.chat_view.toPlainText()
+
+    messages: list[str] = []
+    window.sidebar.message.connect(messages.append)
+    broken = tmp_path / "broken.json"
+    broken.write_text('{"conversations": [{"title": 5}]}')
+    window.sidebar.import_from(broken)
+    assert messages and "was not imported" in messages[-1]
+    assert len(listed(window)) == 3  # nothing added
