@@ -51,6 +51,17 @@ class EngineClient:
     def models(self) -> list[dict[str, Any]]:
         return list(self._get_json("/v1/models").get("data", []))
 
+    def count_tokens(self, prompt: str | list[dict[str, str]]) -> tuple[int, int]:
+        """(tokens in the prompt as the model reads it, the loaded context length)."""
+        body = {"prompt": prompt} if isinstance(prompt, str) else {"messages": prompt}
+        try:
+            response = self._http.post("/v1/tokenize", json=body)
+        except httpx.HTTPError as error:
+            raise ConnectionLostError(f"Cannot reach the engine: {error}.", kind="connection") from None
+        _raise_for_status(response)
+        document = response.json()
+        return int(document["tokens"]), int(document["context_length"])
+
     def _get_json(self, path: str) -> dict[str, Any]:
         try:
             response = self._http.get(path)

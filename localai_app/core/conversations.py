@@ -82,6 +82,7 @@ class ChatSettings:
     seed: int | None = None
     max_tokens: int = 512
     context_length: int | None = None  # None: chosen at load from the model and the free memory
+    context_policy: str = "drop_oldest"  # when the context is full: core/context.py's DROP_OLDEST or STOP
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -146,6 +146,12 @@ class EngineManager:
         except psutil.Error:
             return 0
 
+    def count_tokens(self, model: ModelInfo, prompt: str | list[dict[str, str]]) -> tuple[int, int]:
+        """(tokens in `prompt` for `model`, its loaded context length); loads the model if needed."""
+        self.load(model)
+        assert self._client is not None
+        return self._client.count_tokens(prompt)
+
     def stream(
         self,
         model: ModelInfo,

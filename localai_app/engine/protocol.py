@@ -68,3 +68,13 @@ class ChatRequest(_Common):
 
     def wanted_logprobs(self) -> int | None:
         return (self.top_logprobs or 0) if self.logprobs else None
+
+
+class TokenizeRequest(BaseModel):
+    """How long a prompt is in this model's tokens: text as /v1/completions reads it, or chat messages rendered with
+    the model's template as /v1/chat/completions does. Lets a caller fit a conversation into the context."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    prompt: str | None = Field(default=None, max_length=MAX_PROMPT_CHARS)
+    messages: list[ChatMessage] | None = Field(default=None, min_length=1, max_length=10_000)

@@ -19,12 +19,13 @@ from typing import Any
 import psutil
 from pydantic import BaseModel, ValidationError
 from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from localai_app.engine.protocol import ChatRequest, CompletionRequest
+from localai_app.engine.protocol import ChatRequest, CompletionRequest, TokenizeRequest
 from localai_app.engine.runner import Finished, RequestError, Runner, Sampling, TextPiece, TokenLogprob
 from localai_app.engine.templates import TemplateError
 
@@ -62,6 +63,7 @@ class EngineAPI:
             Route("/v1/models", self.models, methods=["GET"]),
             Route("/v1/completions", self.completions, methods=["POST"]),
             Route("/v1/chat/completions", self.chat_completions, methods=["POST"]),
+            Route("/v1/tokenize", self.tokenize, methods=["POST"]),
         ]
 
     async def health(self, request: Request) -> Response:
@@ -113,6 +115,25 @@ class EngineAPI:
             lambda: body.sampling(body.wanted_logprobs()),
             _ChatShape(self.runner.description.id),
         )
+
+    async def tokenize(self, request: Request) -> Response:
+        body = await _parse(request, TokenizeRequest)
+        if isinstance(body, Response):
+            return body
+        if (body.prompt is None) == (body.messages is None):
+            return error_response(400, "give either prompt or messages")
+
+        def count() -> int:
+            if body.messages is not None:
+                rendered = self.runner.chat_prompt([message.model_dump() for message in body.messages])
+                return len(self.runner.tokenize(rendered, rendered_chat=True))
+            return len(self.runner.tokenize(body.prompt or "", rendered_chat=False))
+
+        try:  # off the event loop: a long conversation takes a while to render and tokenize
+            tokens = await run_in_threadpool(count)
+        except (RequestError, TemplateError) as error:
+            return error_response(400, str(error))
+        return JSONResponse({"tokens": tokens, "context_length": self.runner.llama.n_ctx()})
 
     async def _respond(
         self,

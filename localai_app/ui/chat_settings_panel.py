@@ -18,6 +18,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from localai_app.core.context import POLICIES
 from localai_app.core.conversations import ChatSettings, ConversationStore
 
 CUSTOM = "(your own settings)"
@@ -64,6 +65,9 @@ class ChatSettingsPanel(QWidget):
         self.max_tokens = QSpinBox()
         self.max_tokens.setRange(1, 32768)
         self.max_tokens.setToolTip("The longest reply, in tokens")
+        self.context_policy = QComboBox()
+        for policy, words in POLICIES.items():
+            self.context_policy.addItem(words, policy)
 
         presets = QHBoxLayout()
         presets.addWidget(self.preset, 1)
@@ -80,6 +84,7 @@ class ChatSettingsPanel(QWidget):
             ("Repeat penalty", self.repeat_penalty),
             ("Seed", self.seed),
             ("Max tokens", self.max_tokens),
+            ("When the context is full", self.context_policy),
         ):
             widget.setAccessibleName(label)
             form.addRow(label, widget)
@@ -106,6 +111,7 @@ class ChatSettingsPanel(QWidget):
             repeat_penalty=self.repeat_penalty.value(),
             seed=None if seed < 0 else seed,
             max_tokens=self.max_tokens.value(),
+            context_policy=str(self.context_policy.currentData()),
         )
 
     def show_settings(self, settings: ChatSettings) -> None:
@@ -117,6 +123,7 @@ class ChatSettingsPanel(QWidget):
         self.repeat_penalty.setValue(settings.repeat_penalty)
         self.seed.setValue(-1 if settings.seed is None else settings.seed)
         self.max_tokens.setValue(settings.max_tokens)
+        self.context_policy.setCurrentIndex(max(0, self.context_policy.findData(settings.context_policy)))
         self.preset.setCurrentText(self._matching_preset(settings))
 
     def apply_preset(self, name: str) -> None:

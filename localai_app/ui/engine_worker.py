@@ -10,6 +10,7 @@ import threading
 
 from PySide6.QtCore import QObject, Signal, Slot
 
+from localai_app.core.context import ContextFullError, fit_to_context
 from localai_app.core.engine_manager import EngineManager
 from localai_app.core.errors import AppError, WontFitError
 from localai_app.core.library import ModelInfo
@@ -25,6 +26,9 @@ class EngineWorker(QObject):
     delta = Signal(str)
     finished = Signal(dict)  # ReplyStats.as_dict(), plus "stopped"
     failed = Signal(str)
+    context_measured = Signal(int, int)  # tokens of the prompt sent, the context length
+    context_trimmed = Signal(int)  # how many of the oldest messages were left out of the prompt to fit
+    context_full = Signal(str)  # nothing was sent: why, and what the user can do
 
     def __init__(self, manager: EngineManager) -> None:
         super().__init__()
@@ -49,8 +53,10 @@ class EngineWorker(QObject):
             self.planned.emit(self._manager.last_plan)
             self.loaded.emit(model.name)
 
-    @Slot(object, object, object)
-    def generate(self, model: ModelInfo, prompt: str | list[dict[str, str]], sampling: SamplingOptions) -> None:
+    @Slot(object, object, object, str)
+    def generate(
+        self, model: ModelInfo, prompt: str | list[dict[str, str]], sampling: SamplingOptions, policy: str
+    ) -> None:
         self._stop.clear()
         loaded = self._manager.loaded_model
         if loaded is None or loaded.path != model.path:
@@ -65,6 +71,14 @@ class EngineWorker(QObject):
             return
         if loaded is None or loaded.path != model.path:
             self.planned.emit(self._manager.last_plan)
+        try:
+            prompt = self._fit(model, prompt, sampling, policy)
+        except ContextFullError as error:
+            self.context_full.emit(str(error))
+            return
+        except AppError as error:
+            self.failed.emit(str(error))
+            return
         try:
             events = self._manager.stream(model, prompt, sampling)
             for event in events:
@@ -81,6 +95,26 @@ class EngineWorker(QObject):
                 self.finished.emit({"stopped": True})
             else:
                 self.failed.emit(str(error))
+
+    def _fit(
+        self, model: ModelInfo, prompt: str | list[dict[str, str]], sampling: SamplingOptions, policy: str
+    ) -> str | list[dict[str, str]]:
+        """The prompt that fits the loaded context (see core/context.py), measured for the window's gauge."""
+        tokens, context = self._manager.count_tokens(model, prompt)
+        if isinstance(prompt, list):
+            whole = prompt
+
+            def count(messages: list[dict[str, str]]) -> int:
+                return tokens if messages is whole else self._manager.count_tokens(model, messages)[0]
+
+            fitted = fit_to_context(prompt, count, context, sampling.max_tokens, policy)
+            prompt, tokens = fitted.messages, fitted.tokens
+            self.context_measured.emit(tokens, context)
+            if fitted.left_out:
+                self.context_trimmed.emit(fitted.left_out)
+        else:
+            self.context_measured.emit(tokens, context)
+        return prompt
 
     @Slot()
     def shutdown(self) -> None:

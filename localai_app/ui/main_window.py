@@ -14,6 +14,7 @@ from PySide6.QtWidgets import (
     QLabel,
     QMainWindow,
     QPlainTextEdit,
+    QProgressBar,
     QPushButton,
     QSplitter,
     QVBoxLayout,
@@ -24,6 +25,7 @@ from localai_app.core import downloads, hardware
 from localai_app.core.advice import Advice, advise_here
 from localai_app.core.chat_session import ChatSession, open_store
 from localai_app.core.choices import Assessment, assess
+from localai_app.core.context import DROP_OLDEST, NEARLY_FULL
 from localai_app.core.conversations import SAVE_INTERVAL, ChatSettings
 from localai_app.core.downloads import DownloadManager
 from localai_app.core.engine_manager import EngineManager
@@ -70,7 +72,7 @@ class _SendOnEnter(QObject):
 
 class MainWindow(QMainWindow):
     load_requested = Signal(object, bool)  # model, insist (load even if it is estimated not to fit)
-    generate_requested = Signal(object, object, object)
+    generate_requested = Signal(object, object, object, str)  # model, prompt, sampling, context policy
 
     def __init__(self, paths: AppPaths, settings: Settings, library: Library, manager: EngineManager) -> None:
         super().__init__()
@@ -89,6 +91,8 @@ class MainWindow(QMainWindow):
         self._connect()
         self._shown = False
         self._closed = False
+        self._context = (0, 0)  # tokens of the last prompt sent, and the context length it was measured against
+        self._warned_nearly_full: set[int | None] = set()
         # A slow stream still reaches the disk every second (the writer itself saves only when text arrives).
         self._save_timer = QTimer(self)
         self._save_timer.setInterval(int(SAVE_INTERVAL * 1000))
@@ -119,7 +123,15 @@ class MainWindow(QMainWindow):
         self._build_settings_panel(settings)
         self.stats_label = QLabel()
         self.stats_label.setObjectName("statsLabel")
+        self.context_gauge = QProgressBar()
+        self.context_gauge.setAccessibleName("Context used")
+        self.context_gauge.setTextVisible(False)
+        self.context_gauge.setFixedWidth(120)
+        self.context_label = QLabel()
+        self.context_label.setObjectName("contextLabel")
         status_row = QHBoxLayout()
+        status_row.addWidget(self.context_gauge)
+        status_row.addWidget(self.context_label)
         status_row.addStretch(1)
         status_row.addWidget(self.stats_label)
 
@@ -245,6 +257,9 @@ class MainWindow(QMainWindow):
         self.worker.delta.connect(self._on_delta)
         self.worker.finished.connect(self._on_finished)
         self.worker.failed.connect(self._on_failed)
+        self.worker.context_measured.connect(self._on_context_measured)
+        self.worker.context_trimmed.connect(self._on_context_trimmed)
+        self.worker.context_full.connect(self._on_context_full)
         self._thread.start()
 
     def _connect(self) -> None:
@@ -344,7 +359,8 @@ class MainWindow(QMainWindow):
         self._set_busy(True)
         self._pieces = 0
         self._save_timer.start()
-        self.generate_requested.emit(model, prompt, self.sampling())
+        policy = self.settings_panel.settings(None).context_policy
+        self.generate_requested.emit(model, prompt, self.sampling(), policy)
 
     def chat_settings(self, model: ModelInfo) -> ChatSettings:
         """What this reply is generated with, stored with it so that it can be reproduced."""
@@ -407,7 +423,47 @@ class MainWindow(QMainWindow):
         self.chat_view.append_reply(text)
         self.session.append(text)
 
+    def _on_context_measured(self, prompt_tokens: int, context: int) -> None:
+        self._context = (prompt_tokens, context)
+        self._show_context(prompt_tokens)
+
+    def _show_context(self, used: int) -> None:
+        """The gauge: how full the context is with the prompt and the reply so far."""
+        context = self._context[1]
+        if not context:
+            return
+        self.context_gauge.setRange(0, context)
+        self.context_gauge.setValue(min(used, context))
+        policy = self.settings_panel.settings(None).context_policy
+        when_full = "the oldest turns are left out" if policy == DROP_OLDEST else "nothing more is sent"
+        self.context_label.setText(
+            f"Context {used:,} of {context:,} tokens ({100 * used / context:.0f} %) · when full, {when_full}"
+        )
+        conversation = self.session.conversation_id
+        if used >= NEARLY_FULL * context and conversation not in self._warned_nearly_full:
+            self._warned_nearly_full.add(conversation)  # said once per conversation, before anything is left out
+            then = "its oldest turns will be left out of what the model reads (the system prompt stays)"
+            self._show_error(
+                f"This conversation fills {100 * used / context:.0f} % of the model's context. When it is full, "
+                f"{then if policy == DROP_OLDEST else 'nothing more will be sent until you start a new chat'}. "
+                "Settings → When the context is full changes this."
+            )
+
+    def _on_context_trimmed(self, left_out: int) -> None:
+        self._show_error(
+            f"The {left_out} oldest messages were left out of what the model reads, to fit its "
+            f"{self._context[1]:,}-token context. The system prompt stays, and the whole conversation is kept. "
+            "Settings can make the app stop instead."
+        )
+
+    def _on_context_full(self, message: str) -> None:
+        self._end_reply("Not sent: the conversation does not fit in the context.")
+        self._save_reply(self.session.interrupt)
+        self._show_error(message)
+
     def _on_finished(self, stats: dict[str, object]) -> None:
+        completion = stats.get("completion_tokens")
+        self._show_context(self._context[0] + (completion if isinstance(completion, int) else self._pieces))
         kept = {**stats, "pieces": self._pieces}
         note = reply_note(kept, "complete")
         self.stats_label.setText(note)

@@ -69,6 +69,19 @@ def test_streamed_completion_is_reproducible_with_a_seed(client: EngineClient) -
     assert stats.tokens_per_second > 0 and stats.ttft_ms > 0
 
 
+def test_tokenize_counts_text_and_rendered_chat_against_the_context(
+    client: EngineClient, chat_engine: tuple[EngineProcess, EngineEndpoint]
+) -> None:
+    text_tokens, context = client.count_tokens("Hello")
+    assert context == 512 and text_tokens >= len("Hello")  # byte-level vocabulary: a token per byte at least
+    chat_tokens, _ = client.count_tokens([{"role": "user", "content": "Hello"}])
+    assert chat_tokens > text_tokens + len("<|im_start|>user")  # the template's markers count too
+    endpoint = chat_engine[1]
+    headers = {"Authorization": f"Bearer {endpoint.token}"}
+    neither = httpx.post(f"{endpoint.base_url}/v1/tokenize", json={}, headers=headers)
+    assert neither.status_code == 400 and "either prompt or messages" in neither.json()["error"]["message"]
+
+
 def test_top_k_reaches_the_sampler(client: EngineClient) -> None:
     def text(top_k: int, seed: int) -> str:
         sampling = SamplingOptions(max_tokens=12, temperature=1.5, top_p=1.0, min_p=0.0, top_k=top_k, seed=seed)

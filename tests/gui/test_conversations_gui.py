@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from pytestqt.qtbot import QtBot
 
+from localai_app.core.context import STOP
 from localai_app.core.conversations import STORE_FILE, ConversationStore
 from localai_app.core.paths import AppPaths
 from localai_app.ui.conversation_sidebar import CONVERSATION_ROLE, MESSAGE_ROLE
@@ -137,11 +138,8 @@ def test_each_conversation_keeps_its_settings_and_presets_are_saved(
     assert first is not None
     reply = window.session.store.thread(first)[-1]
     assert reply.settings is not None
-    assert (reply.settings.temperature, reply.settings.system_prompt, reply.settings.model) == (
-        pytest.approx(0.2),
-        "Answer in French.",
-        "tiny-chat",
-    )
+    assert reply.settings.temperature == pytest.approx(0.2)
+    assert (reply.settings.system_prompt, reply.settings.model) == ("Answer in French.", "tiny-chat")
 
     panel.save_preset("French tutor")
     assert panel.preset.findText("French tutor") > 0
@@ -185,3 +183,35 @@ def test_export_and_import_from_the_sidebar(
     window.sidebar.import_from(broken)
     assert messages and "was not imported" in messages[-1]
     assert len(listed(window)) == 3  # nothing added
+
+
+def test_a_conversation_outgrowing_the_context_is_never_cut_silently(
+    qtbot: QtBot, tiny_library_paths: AppPaths, close_windows: list[MainWindow]
+) -> None:
+    window = open_window(qtbot, tiny_library_paths, "tiny-chat")  # a 512-token context, a token per byte
+    close_windows.append(window)
+    window.max_tokens.setValue(8)
+    exchange(qtbot, window, "a" * 160)
+    assert "of 512 tokens" in window.context_label.text()
+    assert "when full, the oldest turns are left out" in window.context_label.text()  # the policy, told beforehand
+    assert not window.banner.isVisible()
+    exchange(qtbot, window, "b" * 160)
+    assert "fills" in window.error_banner.text() and "oldest turns will be left out" in window.error_banner.text()
+
+    exchange(qtbot, window, "c" * 160)  # no longer fits with the first exchange
+    assert "The 2 oldest messages were left out" in window.error_banner.text()
+    conversation = window.session.conversation_id
+    assert conversation is not None
+    assert len(window.session.store.thread(conversation)) == 6  # the conversation itself keeps everything
+
+    window.new_conversation()
+    window.settings_panel.context_policy.setCurrentIndex(window.settings_panel.context_policy.findData(STOP))
+    exchange(qtbot, window, "a" * 160)
+    exchange(qtbot, window, "b" * 160)
+    send(qtbot, window, "c" * 160)
+    qtbot.waitUntil(window.send_button.isEnabled, timeout=REPLY_TIMEOUT_MS)
+    assert "nothing was sent" in window.error_banner.text()
+    stopped = window.session.conversation_id
+    assert stopped is not None
+    question, reply = window.session.store.thread(stopped)[-2:]
+    assert question.content == "c" * 160 and (reply.state, reply.content) == ("interrupted", "")
