@@ -4,11 +4,13 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from typing import TYPE_CHECKING
 
 from PySide6.QtCore import QEvent, QObject, Qt, QThread, QTimer, Signal
-from PySide6.QtGui import QCloseEvent, QKeyEvent, QKeySequence, QShowEvent
+from PySide6.QtGui import QCloseEvent, QKeyEvent, QKeySequence, QShortcut, QShowEvent
 from PySide6.QtWidgets import (
+    QApplication,
     QComboBox,
     QHBoxLayout,
     QLabel,
@@ -48,6 +50,8 @@ from localai_app.ui.engine_worker import EngineWorker
 from localai_app.ui.hardware_panel import HardwarePanel
 from localai_app.ui.library_panel import LibraryPanel
 
+MIN_SCALE, MAX_SCALE, SCALE_STEP = 0.8, 2.5, 0.1  # text size: a laptop's default up to a classroom projector
+BASE_POINT_SIZE = "localaiBasePointSize"
 COMPLETION_MODE_NOTE = (
     "Text completion: this model has no chat template (it is a base model), so it continues your text "
     "instead of answering it."
@@ -89,6 +93,7 @@ class MainWindow(QMainWindow):
         self._build_widgets(settings, library)
         self._start_worker(manager)
         self._connect()
+        self.set_ui_scale(settings.ui_scale)
         self._shown = False
         self._closed = False
         self._context = (0, 0)  # tokens of the last prompt sent, and the context length it was measured against
@@ -276,6 +281,13 @@ class MainWindow(QMainWindow):
         self.sidebar.new_requested.connect(self.new_conversation)
         self.sidebar.deleted.connect(self._on_conversation_deleted)
         self.sidebar.message.connect(lambda text: self.statusBar().showMessage(text, 10000))
+        for keys, step in (
+            (QKeySequence.StandardKey.ZoomIn, SCALE_STEP),
+            (QKeySequence.StandardKey.ZoomOut, -SCALE_STEP),
+        ):
+            shortcut = QShortcut(QKeySequence(keys), self)
+            shortcut.activated.connect(partial(self._zoom, step))
+        QShortcut(QKeySequence("Ctrl+0"), self).activated.connect(lambda: self.set_ui_scale(1.0))
         self.model_picker.currentIndexChanged.connect(self._on_model_chosen)
         self.library_panel.models_changed.connect(self._set_models)
         self.library_panel.message.connect(lambda text: self.statusBar().showMessage(text, 10000))
@@ -391,6 +403,22 @@ class MainWindow(QMainWindow):
         if message_id is not None:
             self.chat_view.show_message(message_id)
         self.sidebar.set_current(conversation_id)
+
+    def set_ui_scale(self, scale: float) -> None:
+        """Text size for the whole window (Ctrl+plus, Ctrl+minus, Ctrl+0): big enough for a projector, kept."""
+        self._settings.ui_scale = round(min(MAX_SCALE, max(MIN_SCALE, scale)), 2)
+        app = QApplication.instance()
+        assert app is not None
+        base = app.property(BASE_POINT_SIZE)  # the size before any scaling, kept on the application itself
+        if not isinstance(base, float):
+            base = QApplication.font().pointSizeF()
+            app.setProperty(BASE_POINT_SIZE, base)
+        font = QApplication.font()
+        font.setPointSizeF(base * self._settings.ui_scale)
+        QApplication.setFont(font)
+
+    def _zoom(self, step: float) -> None:
+        self.set_ui_scale(self._settings.ui_scale + step)
 
     def _on_conversation_deleted(self, conversation_id: int) -> None:
         if conversation_id == self.session.conversation_id and not self._busy:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from PySide6.QtCore import Qt
 from pytestqt.qtbot import QtBot
 
 from localai_app.core.context import STOP
@@ -215,3 +216,21 @@ def test_a_conversation_outgrowing_the_context_is_never_cut_silently(
     assert stopped is not None
     question, reply = window.session.store.thread(stopped)[-2:]
     assert question.content == "c" * 160 and (reply.state, reply.content) == ("interrupted", "")
+
+
+def test_keyboard_search_new_chat_and_stop(
+    qtbot: QtBot, tiny_library_paths: AppPaths, close_windows: list[MainWindow]
+) -> None:
+    window = open_window(qtbot, tiny_library_paths, "tiny-chat")
+    close_windows.append(window)
+    window.activateWindow()
+    qtbot.waitUntil(window.isActiveWindow)  # shortcuts reach the active window only
+    window.max_tokens.setValue(4)
+    exchange(qtbot, window, "Hello")
+    assert window.session.conversation_id is not None
+    qtbot.keyClick(window, Qt.Key.Key_F, Qt.KeyboardModifier.ControlModifier)
+    assert window.sidebar.search_box.hasFocus()
+    qtbot.keyClick(window, Qt.Key.Key_N, Qt.KeyboardModifier.ControlModifier)
+    assert window.session.conversation_id is None and window.chat_view.toPlainText() == ""
+    assert window.prompt_box.hasFocus()
+    assert window.stop_button.shortcut().toString() == "Esc"

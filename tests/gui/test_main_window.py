@@ -7,9 +7,13 @@ import signal
 from pathlib import Path
 
 import pytest
+from PySide6.QtCore import Qt
+from PySide6.QtWidgets import QApplication
 from pytestqt.qtbot import QtBot
 
+from localai_app.app import build_window
 from localai_app.core.paths import AppPaths
+from localai_app.core.settings import load_settings
 from localai_app.ui.library_panel import COLUMNS
 from localai_app.ui.main_window import MainWindow
 from tests.fakes.gguf_builder import write_tiny_model
@@ -153,3 +157,28 @@ def test_a_model_deleted_while_loaded_is_explained_and_the_chat_kept(
 
     assert "no longer exists" in window.error_banner.text() and window.error_banner.isVisible()
     assert "First question" in window.chat_view.toPlainText()
+
+
+def test_text_size_follows_ctrl_plus_and_minus_and_is_kept(
+    qtbot: QtBot, tiny_library_paths: AppPaths, close_windows: list[MainWindow]
+) -> None:
+    base = QApplication.font().pointSizeF()
+    window = open_window(qtbot, tiny_library_paths, "tiny-chat")
+    window.activateWindow()
+    qtbot.waitUntil(window.isActiveWindow)  # shortcuts reach the active window only
+    for _ in range(3):
+        qtbot.keyClick(window, Qt.Key.Key_Plus, Qt.KeyboardModifier.ControlModifier)
+    qtbot.keyClick(window, Qt.Key.Key_Minus, Qt.KeyboardModifier.ControlModifier)
+    assert QApplication.font().pointSizeF() == pytest.approx(base * 1.2)
+    window.close()
+    assert load_settings(tiny_library_paths.config).ui_scale == pytest.approx(1.2)
+
+    again = build_window(tiny_library_paths)  # with the settings as the first window left them
+    qtbot.addWidget(again)
+    close_windows.append(again)
+    again.show()
+    assert QApplication.font().pointSizeF() == pytest.approx(base * 1.2)
+    again.activateWindow()
+    qtbot.waitUntil(again.isActiveWindow)
+    qtbot.keyClick(again, Qt.Key.Key_0, Qt.KeyboardModifier.ControlModifier)
+    assert QApplication.font().pointSizeF() == pytest.approx(base)
