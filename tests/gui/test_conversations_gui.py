@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 from PySide6.QtCore import Qt
+from PySide6.QtTest import QTest
 from pytestqt.qtbot import QtBot
 
 from localai_app.core.context import STOP
@@ -228,9 +229,9 @@ def test_keyboard_search_new_chat_and_stop(
     window.max_tokens.setValue(4)
     exchange(qtbot, window, "Hello")
     assert window.session.conversation_id is not None
-    qtbot.keyClick(window, Qt.Key.Key_F, Qt.KeyboardModifier.ControlModifier)
+    QTest.keyClick(window, Qt.Key.Key_F, Qt.KeyboardModifier.ControlModifier)
     assert window.sidebar.search_box.hasFocus()
-    qtbot.keyClick(window, Qt.Key.Key_N, Qt.KeyboardModifier.ControlModifier)
+    QTest.keyClick(window, Qt.Key.Key_N, Qt.KeyboardModifier.ControlModifier)
     assert window.session.conversation_id is None and window.chat_view.toPlainText() == ""
     assert window.prompt_box.hasFocus()
     assert window.stop_button.shortcut().toString() == "Esc"

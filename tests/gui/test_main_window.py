@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from PySide6.QtCore import Qt
+from PySide6.QtTest import QTest
 from PySide6.QtWidgets import QApplication
 from pytestqt.qtbot import QtBot
 
@@ -167,8 +168,8 @@ def test_text_size_follows_ctrl_plus_and_minus_and_is_kept(
     window.activateWindow()
     qtbot.waitUntil(window.isActiveWindow)  # shortcuts reach the active window only
     for _ in range(3):
-        qtbot.keyClick(window, Qt.Key.Key_Plus, Qt.KeyboardModifier.ControlModifier)
-    qtbot.keyClick(window, Qt.Key.Key_Minus, Qt.KeyboardModifier.ControlModifier)
+        QTest.keyClick(window, Qt.Key.Key_Plus, Qt.KeyboardModifier.ControlModifier)
+    QTest.keyClick(window, Qt.Key.Key_Minus, Qt.KeyboardModifier.ControlModifier)
     assert QApplication.font().pointSizeF() == pytest.approx(base * 1.2)
     window.close()
     assert load_settings(tiny_library_paths.config).ui_scale == pytest.approx(1.2)
@@ -180,5 +181,5 @@ def test_text_size_follows_ctrl_plus_and_minus_and_is_kept(
     assert QApplication.font().pointSizeF() == pytest.approx(base * 1.2)
     again.activateWindow()
     qtbot.waitUntil(again.isActiveWindow)
-    qtbot.keyClick(again, Qt.Key.Key_0, Qt.KeyboardModifier.ControlModifier)
+    QTest.keyClick(again, Qt.Key.Key_0, Qt.KeyboardModifier.ControlModifier)
     assert QApplication.font().pointSizeF() == pytest.approx(base)
