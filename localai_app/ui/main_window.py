@@ -110,6 +110,7 @@ class MainWindow(QMainWindow):
         top = self._build_top_row()
 
         self.chat_view = ChatView()
+        self.chat_view.setAccessibleName("Conversation")
         self.library_panel = LibraryPanel(library, self._advise_all)
         self.library_panel.hide()
         self.hardware_panel = HardwarePanel(self._survey)
@@ -183,6 +184,7 @@ class MainWindow(QMainWindow):
     def _build_top_row(self) -> QHBoxLayout:
         """Model picker, panel toggles, and what the current load chose."""
         self.model_picker = QComboBox()
+        self.model_picker.setAccessibleName("Model")
         self.model_picker.setMinimumContentsLength(28)
         self.mode_label = QLabel()
         self.mode_label.setWordWrap(True)
