@@ -103,12 +103,16 @@ class DiscoverPanel(QWidget):
 
     def _build(self) -> None:
         self.query = QLineEdit()
+        self.query.setAccessibleName("Search the Hub")
         self.query.setPlaceholderText("Search the Hugging Face Hub for GGUF models (e.g. qwen, llama 3.2, phi)")
         self.sort = QComboBox()
+        self.sort.setAccessibleName("Sort by")
         self.sort.addItems(list(SORTS))
         self.size_class = QComboBox()
+        self.size_class.setAccessibleName("Model size")
         self.size_class.addItems(["any size", *SIZE_CLASSES])
         self.licence = QComboBox()
+        self.licence.setAccessibleName("Licence")
         self.licence.addItems(["any licence", *LICENCES[1:]])
         self.search_button = QPushButton("Search")
         self.catalog_button = QPushButton("Recommended")
@@ -135,6 +139,7 @@ class DiscoverPanel(QWidget):
     def _build_browser(self) -> QSplitter:
         """Results on the left; the open repository (licence, files, recommendation, card) on the right."""
         self.results = _tree(RESULT_COLUMNS)
+        self.results.setAccessibleName("Repositories")
         self.repo_title = QLabel("Choose a model on the left.")
         self.repo_title.setObjectName("repoTitle")
         self.repo_title.setWordWrap(True)
@@ -142,11 +147,13 @@ class DiscoverPanel(QWidget):
         self.repo_licence.setWordWrap(True)
         self.repo_licence.setOpenExternalLinks(True)
         self.files = _tree(FILE_COLUMNS)
+        self.files.setAccessibleName("Files of the repository")
         self.recommendation = QLabel()
         self.recommendation.setWordWrap(True)
         self.download_button = QPushButton("Download")
         self.download_button.setEnabled(False)
         self.card = QTextBrowser()  # Markdown; it never fetches images or follows links by itself
+        self.card.setAccessibleName("Model card")
         self.card.setOpenLinks(False)
         repo_side = QWidget()
         repo_layout = QVBoxLayout(repo_side)
@@ -164,6 +171,7 @@ class DiscoverPanel(QWidget):
 
     def _build_queue(self) -> QHBoxLayout:
         self.queue = _tree(DOWNLOAD_COLUMNS)
+        self.queue.setAccessibleName("Downloads")
         self.queue.setMaximumHeight(150)
         self.queue.header().setSectionResizeMode(1, QHeaderView.ResizeMode.Fixed)
         self.queue.setColumnWidth(1, 220)

@@ -60,6 +60,7 @@ class HardwarePanel(QWidget):
         self._survey = survey
         self._model: ModelInfo | None = None
         self.view = QTextBrowser()
+        self.view.setAccessibleName("Hardware and model fit")
         self.view.setObjectName("hardwareView")
         self.status = QLabel()
         refresh = QPushButton("Read again")

@@ -80,6 +80,7 @@ class LibraryPanel(QWidget):
         self._advisor = advisor
         self._models: list[ModelInfo] = []
         self.table = QTableWidget(0, len(COLUMNS))
+        self.table.setAccessibleName("Model library")
         self.table.setHorizontalHeaderLabels(COLUMNS)
         self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)

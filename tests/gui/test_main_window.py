@@ -9,7 +9,17 @@ from pathlib import Path
 import pytest
 from PySide6.QtCore import Qt
 from PySide6.QtTest import QTest
-from PySide6.QtWidgets import QApplication
+from PySide6.QtWidgets import (
+    QAbstractButton,
+    QAbstractItemView,
+    QAbstractSpinBox,
+    QApplication,
+    QComboBox,
+    QLineEdit,
+    QPlainTextEdit,
+    QTextEdit,
+    QWidget,
+)
 from pytestqt.qtbot import QtBot
 
 from localai_app.app import build_window
@@ -183,3 +193,23 @@ def test_text_size_follows_ctrl_plus_and_minus_and_is_kept(
     qtbot.waitUntil(again.isActiveWindow)
     QTest.keyClick(again, Qt.Key.Key_0, Qt.KeyboardModifier.ControlModifier)
     assert QApplication.font().pointSizeF() == pytest.approx(base)
+
+
+def test_every_control_has_a_name_a_screen_reader_can_say(
+    qtbot: QtBot, tiny_library_paths: AppPaths, close_windows: list[MainWindow]
+) -> None:
+    window = open_window(qtbot, tiny_library_paths, "tiny-chat")
+    close_windows.append(window)
+    window.discover_button.click()  # built on first use: its controls count too
+    unnamed = []
+    for widget in window.findChildren(QWidget):
+        if isinstance(widget, QAbstractButton):
+            named = bool(widget.text() or widget.accessibleName())
+        elif isinstance(widget, (QLineEdit, QPlainTextEdit, QTextEdit, QComboBox, QAbstractSpinBox, QAbstractItemView)):
+            named = bool(widget.accessibleName())
+        else:
+            continue
+        inner = (QComboBox, QAbstractSpinBox, QAbstractItemView, QLineEdit)  # parts of a named control
+        if not named and widget.window() is window and not isinstance(widget.parent(), inner):
+            unnamed.append(f"{type(widget).__name__} {widget.toolTip()[:30]!r} in {type(widget.parent()).__name__}")
+    assert unnamed == [], "\n".join(unnamed)
