@@ -62,6 +62,19 @@ class ChatSession:
             raise AppError("Only a reply can be regenerated.")
         return self._answer(self.store.get_message(reply.parent_id), model, settings)
 
+    def continue_reply(self, message_id: int, model: ModelInfo, settings: ChatSettings) -> Prompt:
+        """More of the last reply, added to it: the prompt ends inside that reply (for a model without a chat
+        template, the question and the reply so far are one text to go on with)."""
+        reply = self._member(message_id)
+        thread = self.store.thread(reply.conversation_id)
+        if reply.role != "assistant" or thread[-1].id != reply.id or reply.parent_id is None:
+            raise AppError("Only the last reply of the conversation can be continued.")
+        self.store.update_settings(reply.conversation_id, settings)
+        self.reply = self.store.continue_reply(reply.id)
+        if not model.has_chat_template:
+            return self.store.get_message(reply.parent_id).content + reply.content
+        return self._messages(thread, settings)
+
     def flip(self, message_id: int, step: int) -> list[Message]:
         """Shows the previous (-1) or next (+1) version of a message, with what follows it; returns the thread."""
         versions = self.store.siblings(message_id)
@@ -89,10 +102,14 @@ class ChatSession:
         )
         if not model.has_chat_template:
             return question.content
+        return self._messages(self.store.thread(conversation_id), settings)
+
+    @staticmethod
+    def _messages(thread: list[Message], settings: ChatSettings) -> list[dict[str, str]]:
+        """The chat the engine reads. Answers only: reasoning stays out of later turns, as reasoning models'
+        templates expect; a prompt that ends with a reply asks the engine to continue it (see core/client.py)."""
         system = [{"role": "system", "content": settings.system_prompt}] if settings.system_prompt else []
-        # Answers only: reasoning stays out of later turns, as reasoning models' templates expect.
-        earlier = [message for message in self.store.thread(conversation_id) if message.content]
-        return system + [{"role": message.role, "content": message.content} for message in earlier]
+        return system + [{"role": message.role, "content": message.content} for message in thread if message.content]
 
     def append(self, text: str) -> None:
         if self.reply is not None:

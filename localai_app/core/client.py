@@ -79,6 +79,8 @@ class EngineClient:
 
     def stream_chat(self, messages: list[dict[str, str]], sampling: SamplingOptions) -> ReplyStream:
         body: dict[str, Any] = {"messages": messages, **_sampling_fields(sampling)}
+        if messages and messages[-1]["role"] == "assistant":  # a reply to go on with, not one to answer
+            body["continue_final_message"] = True
         if sampling.top_logprobs is not None:
             body["logprobs"] = True
             body["top_logprobs"] = sampling.top_logprobs

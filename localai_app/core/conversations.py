@@ -606,6 +606,23 @@ class ConversationStore:
         )
         return ReplyWriter(self, message.id, clock=clock, save_interval=save_interval)
 
+    def continue_reply(
+        self, message_id: int, *, clock: Callable[[], float] = time.monotonic, save_interval: float = SAVE_INTERVAL
+    ) -> ReplyWriter:
+        """Reopens a finished or interrupted reply so that more text is added to it; saved the same way."""
+        message = self.get_message(message_id)
+        if message.role != "assistant":
+            raise ValueError(f"message {message_id} is not a reply")
+        self._save_reply(message_id, message.content, message.reasoning, "streaming", None)
+        return ReplyWriter(
+            self,
+            message_id,
+            clock=clock,
+            save_interval=save_interval,
+            text=message.content,
+            reasoning=message.reasoning,
+        )
+
     def _save_reply(
         self, message_id: int, content: str, reasoning: str | None, state: State, stats: Mapping[str, Any] | None
     ) -> None:
@@ -771,13 +788,15 @@ class ReplyWriter:
         *,
         clock: Callable[[], float] = time.monotonic,
         save_interval: float = SAVE_INTERVAL,
+        text: str = "",
+        reasoning: str | None = None,
     ) -> None:
         self.message_id = message_id
         self._store = store
         self._clock = clock
         self._save_interval = save_interval
-        self._text: list[str] = []
-        self._reasoning: list[str] = []
+        self._text: list[str] = [text] if text else []  # a continued reply starts from what it had
+        self._reasoning: list[str] = [reasoning] if reasoning else []
         self._saved_at: float | None = None
         self._unsaved = False
         self._state: State = "streaming"

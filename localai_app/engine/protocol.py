@@ -65,6 +65,7 @@ class ChatRequest(_Common):
     messages: list[ChatMessage] = Field(min_length=1, max_length=10_000)
     logprobs: bool = False
     top_logprobs: int | None = Field(default=None, ge=0, le=20)
+    continue_final_message: bool = False  # vLLM's name: go on with the last (assistant) message
 
     def wanted_logprobs(self) -> int | None:
         return (self.top_logprobs or 0) if self.logprobs else None

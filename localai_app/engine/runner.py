@@ -124,13 +124,25 @@ class Runner:
     def _token_text(self, token: int) -> str:
         return self.llama.detokenize([token], special=True).decode("utf-8", errors="replace") if token >= 0 else ""
 
-    def chat_prompt(self, messages: list[dict[str, str]]) -> str:
+    def chat_prompt(self, messages: list[dict[str, str]], *, continue_final: bool = False) -> str:
+        """The model's template applied to `messages`. With `continue_final`, the prompt ends inside the last
+        (assistant) message instead of after it, so the reply goes on where that message stopped: the template
+        is rendered whole and cut at the end of that message's text, as transformers' continue_final_message."""
         if self.chat_template is None:
             raise RequestError(
                 f"{self.description.id} has no chat template (it is likely a base model); "
                 "use /v1/completions for text completion instead"
             )
-        return self.chat_template.render(messages)
+        if not continue_final:
+            return self.chat_template.render(messages)
+        final = messages[-1]["content"]
+        if messages[-1]["role"] != "assistant" or not final.strip():
+            raise RequestError("continue_final_message needs a last message from the assistant with text in it")
+        rendered = self.chat_template.render(messages, add_generation_prompt=False)
+        end = rendered.rfind(final.rstrip())
+        if end < 0:
+            raise RequestError("this model's chat template changes the last message, so it cannot be continued")
+        return rendered[: end + len(final.rstrip())]
 
     def tokenize(self, text: str, *, rendered_chat: bool) -> list[int]:
         # A rendered chat prompt carries BOS and its special tokens as text; plain text gets BOS added and its

@@ -111,7 +111,9 @@ class EngineAPI:
         messages = [message.model_dump() for message in body.messages]
         return await self._respond(
             body.stream,
-            lambda: self.runner.tokenize(self.runner.chat_prompt(messages), rendered_chat=True),
+            lambda: self.runner.tokenize(
+                self.runner.chat_prompt(messages, continue_final=body.continue_final_message), rendered_chat=True
+            ),
             lambda: body.sampling(body.wanted_logprobs()),
             _ChatShape(self.runner.description.id),
         )

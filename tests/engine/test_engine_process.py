@@ -82,6 +82,19 @@ def test_tokenize_counts_text_and_rendered_chat_against_the_context(
     assert neither.status_code == 400 and "either prompt or messages" in neither.json()["error"]["message"]
 
 
+def test_a_chat_ending_with_a_reply_continues_that_reply(client: EngineClient) -> None:
+    def prompt_tokens(messages: list[dict[str, str]]) -> int:
+        *_, stats = client.stream_chat(messages, SamplingOptions(max_tokens=2, temperature=0.0))
+        assert isinstance(stats, ReplyStats)
+        return stats.prompt_tokens
+
+    question = [{"role": "user", "content": "Hi"}]
+    fresh = prompt_tokens(question)
+    continued = prompt_tokens([*question, {"role": "assistant", "content": "Hello"}])
+    # The prompt stops inside the reply: its 5 bytes more, with no end-of-turn marker and no new assistant turn.
+    assert continued - fresh == len("Hello")
+
+
 def test_top_k_reaches_the_sampler(client: EngineClient) -> None:
     def text(top_k: int, seed: int) -> str:
         sampling = SamplingOptions(max_tokens=12, temperature=1.5, top_p=1.0, min_p=0.0, top_k=top_k, seed=seed)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from localai_app.engine.runner import PREFILL_CHUNK, Finished, Runner, Sampling, TextPiece
+from localai_app.engine.runner import PREFILL_CHUNK, Finished, RequestError, Runner, Sampling, TextPiece
 
 
 class _StopAfter(threading.Event):
@@ -56,3 +56,13 @@ def test_reusing_the_cache_never_changes_a_greedy_reply(runner: Runner) -> None:
 
     assert fresh == after_divergence == repeated
     assert finished.completion_tokens == 12
+
+
+def test_a_reply_is_continued_from_inside_it(tiny_chat_model: Path) -> None:
+    runner = Runner(tiny_chat_model, context_length=512, threads=1, gpu_layers=0)
+    messages = [{"role": "user", "content": "Capital of France?"}, {"role": "assistant", "content": "It is Par"}]
+    prompt = runner.chat_prompt(messages, continue_final=True)
+    assert prompt.endswith("<|im_start|>assistant\nIt is Par")  # no end-of-turn marker: the model goes on
+    assert runner.chat_prompt(messages[:1]).endswith("<|im_start|>assistant\n")  # a new turn otherwise
+    with pytest.raises(RequestError, match="last message from the assistant"):
+        runner.chat_prompt(messages[:1], continue_final=True)

@@ -98,3 +98,21 @@ def test_mistakes_are_explained(session: ChatSession, tmp_path: Path) -> None:
     session.ask("Another topic", CHAT, SETTINGS)
     with pytest.raises(AppError, match="another conversation"):
         session.regenerate(answer, CHAT, SETTINGS)
+
+
+def test_the_last_reply_is_continued_in_place(session: ChatSession) -> None:
+    session.ask("Count to five", CHAT, SETTINGS)
+    answer = reply(session, "One, two,")
+    prompt = session.continue_reply(answer, CHAT, SETTINGS)
+    assert contents(prompt)[-1] == ("assistant", "One, two,")  # the engine goes on from inside it
+    session.append(" three.")
+    session.finish({"completion_tokens": 2})
+    assert session.store.get_message(answer).content == "One, two, three."
+
+    session.ask("Once upon", BASE, SETTINGS)
+    story = reply(session, " a time")
+    assert session.continue_reply(story, BASE, SETTINGS) == "Once upon a time"
+    session.interrupt()
+    assert session.store.get_message(story).state == "interrupted"
+    with pytest.raises(AppError, match="Only the last reply"):
+        session.continue_reply(answer, CHAT, SETTINGS)
