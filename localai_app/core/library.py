@@ -17,7 +17,6 @@ from typing import Any
 
 from localai_app.core import starter
 from localai_app.core.atomic import write_text_atomic
-from localai_app.core.catalog import licence_terms
 from localai_app.core.errors import AppError, ModelFileError, UnknownModelError
 from localai_app.core.gguf_header import GGUFHeader, read_header
 from localai_app.core.model_shape import ModelShape, shape_from_headers
@@ -321,7 +320,7 @@ def _fields_from(header: GGUFHeader, parameter_count: int, path: Path, shape: Mo
         "size_label": header.string("general.size_label") or format_parameters(parameter_count),
         "quantization": quantization,
         "context_length": header.integer(f"{architecture}.context_length") or 0,
-        "licence": licence_terms(licence).name if licence else "",
+        "licence": _licence_name(licence) if licence else "",
         "has_chat_template": header.has_key("tokenizer.chat_template"),
         "shape": shape,
     }
@@ -378,3 +377,10 @@ def _unique_names(models: list[ModelInfo]) -> list[ModelInfo]:
         seen[key] = seen.get(key, 0) + 1
         unique.append(replace(model, name=f"{model.name}-{seen[key]}") if seen[key] > 1 else model)
     return unique
+
+
+def _licence_name(licence: str) -> str:
+    # The catalog (a JSON file and its checks) loads when a model's metadata is first read, not at start-up.
+    from localai_app.core.catalog import licence_terms
+
+    return licence_terms(licence).name
