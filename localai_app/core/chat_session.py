@@ -28,11 +28,10 @@ class ChatSession:
         self.conversation_id: int | None = None  # None: the next message starts a new conversation
         self.reply: ReplyWriter | None = None  # the reply being written, saved as it streams
 
-    def open(self, conversation_id: int) -> list[Message]:
-        """Makes a stored conversation the current one; returns its branch on show, first message first."""
+    def open(self, conversation_id: int) -> None:
+        """Makes a stored conversation the current one: the next message continues it."""
         self.store.get(conversation_id)  # a clear error for one that does not exist
         self.conversation_id = conversation_id
-        return self.store.thread(conversation_id)
 
     def start_new(self) -> None:
         self.conversation_id = None
@@ -85,8 +84,8 @@ class ChatSession:
 
     def versions(self, message_id: int) -> tuple[int, int]:
         """(which, of how many) versions of a message: "2 of 3" after two regenerations and a flip back."""
-        ids = [version.id for version in self.store.siblings(message_id)]
-        return ids.index(message_id) + 1, len(ids)
+        message = self.store.get_message(message_id)
+        return self.store.versions(message.conversation_id).get(message_id, (1, 1))
 
     def _member(self, message_id: int) -> Message:
         message = self.store.get_message(message_id)
@@ -115,6 +114,11 @@ class ChatSession:
         if self.reply is not None:
             self.reply.append(text)
 
+    def append_reasoning(self, text: str) -> None:
+        """The model's thinking (core/reasoning.py splits it off): kept with the reply, never sent back to it."""
+        if self.reply is not None:
+            self.reply.append_reasoning(text)
+
     def flush(self) -> None:
         """Saves what streamed since the last save: a timer calls it, so a slow stream is not held back."""
         if self.reply is not None and self.reply.state == "streaming":
@@ -126,10 +130,11 @@ class ChatSession:
             self.reply.finish(stats)
             self.reply = None
 
-    def interrupt(self) -> None:
-        """The engine failed or the window is closing mid-reply: the text so far is kept, marked interrupted."""
+    def interrupt(self, why: str = "") -> None:
+        """The engine failed, the reply could not start, or the window is closing mid-reply: the text so far is
+        kept, marked interrupted, with `why` in words when there is more to say."""
         if self.reply is not None and self.reply.state == "streaming":
-            self.reply.interrupt()
+            self.reply.interrupt({"note": why} if why else None)
         self.reply = None
 
 

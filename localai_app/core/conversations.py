@@ -531,6 +531,22 @@ class ConversationStore:
             )
             return [_message(row) for row in rows]
 
+    def versions(self, conversation_id: int) -> dict[int, tuple[int, int]]:
+        """For every message that has other versions: (which, of how many), oldest first; one query for all."""
+        with self._read() as connection:
+            rows = connection.execute(
+                "SELECT id, parent_id FROM messages WHERE conversation_id = ? ORDER BY id", (conversation_id,)
+            ).fetchall()
+        families: dict[int | None, list[int]] = {}
+        for row in rows:
+            families.setdefault(row["parent_id"], []).append(row["id"])
+        return {
+            message_id: (index, len(family))
+            for family in families.values()
+            if len(family) > 1
+            for index, message_id in enumerate(family, start=1)
+        }
+
     def leaf_under(self, message_id: int) -> Message:
         """The end of the branch through `message_id`, following the most recent child at each step."""
         self.get_message(message_id)
@@ -828,8 +844,9 @@ class ReplyWriter:
         self._save("complete", stats)
         return self._store.get_message(self.message_id)
 
-    def interrupt(self) -> Message:
-        self._save("interrupted", None)
+    def interrupt(self, stats: Mapping[str, Any] | None = None) -> Message:
+        """Keeps the text so far, marked interrupted; `stats` may say why ({"note": "…"})."""
+        self._save("interrupted", stats)
         return self._store.get_message(self.message_id)
 
     def __enter__(self) -> ReplyWriter:

@@ -21,6 +21,7 @@ from localai_app.core.errors import AppError, ModelFileError, UnknownModelError
 from localai_app.core.gguf_header import GGUFHeader, read_header
 from localai_app.core.model_shape import ModelShape, shape_from_headers
 from localai_app.core.paths import AppPaths
+from localai_app.core.reasoning import template_opens_reasoning
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +34,7 @@ _SPLIT_NAME = re.compile(r"^(?P<stem>.+)-(?P<index>\d{5})-of-(?P<count>\d{5})\.g
 _QUANT_IN_NAME = re.compile(r"(?:^|[-_.])((?:I?Q\d(?:_[A-Z0-9]+)*)|F16|BF16|F32)(?:[-_.]|$)", re.IGNORECASE)
 REFERENCES_FILE = "library.json"
 METADATA_CACHE_FILE = "gguf-metadata.json"
-CACHE_VERSION = 2  # 2: adds each model's shape (for memory and speed estimates)
+CACHE_VERSION = 3  # 2: adds each model's shape (for memory and speed estimates); 3: where replies start
 
 # llama.cpp's LLAMA_FTYPE values (general.file_type) as users know them. Checked against gguf-py in the tests.
 FILE_TYPES: dict[int, str] = {
@@ -60,6 +61,8 @@ class ModelInfo:
     context_length: int = 0
     licence: str = ""
     has_chat_template: bool = False
+    # The template opens the think block itself (DeepSeek-R1 distills): replies start inside the reasoning.
+    replies_start_reasoning: bool = False
     sha256: str | None = None
     problem: str | None = None  # why the file cannot be used; None when it can
     shape: ModelShape | None = None  # what memory and speed estimates need; None when the header lacks it
@@ -322,6 +325,7 @@ def _fields_from(header: GGUFHeader, parameter_count: int, path: Path, shape: Mo
         "context_length": header.integer(f"{architecture}.context_length") or 0,
         "licence": _licence_name(licence) if licence else "",
         "has_chat_template": header.has_key("tokenizer.chat_template"),
+        "replies_start_reasoning": template_opens_reasoning(header.string("tokenizer.chat_template")),
         "shape": shape,
     }
 

@@ -21,7 +21,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from PySide6.QtCore import QTimer, QUrl
+from PySide6.QtCore import QTimer, QUrl, Signal
 from PySide6.QtGui import (
     QDesktopServices,
     QFont,
@@ -37,6 +37,7 @@ from localai_app.core.conversations import Message
 from localai_app.ui.markdown_blocks import Block, BlockSplitter, CodeBlock, TextBlock, split_blocks
 from localai_app.ui.markdown_render import ACTION_SCHEME, Renderer, Theme
 
+MESSAGE_ACTIONS = frozenset({"edit", "regenerate", "continue", "previous", "next"})
 FRAME_MS = 16
 # Opening a conversation renders this much of its end before the first paint (at least its last message).
 FIRST_SCREEN_MESSAGES = 30
@@ -52,7 +53,8 @@ _PLAIN_CHECKED = 32  # characters before an appended piece compared with the end
 def reply_note(stats: Mapping[str, Any] | None, state: str) -> str:
     """The small line under a reply: its speed, or how it ended early."""
     if state == "interrupted":
-        return "Interrupted: the reply ended before the model finished it."
+        note = stats.get("note") if stats else None
+        return note if isinstance(note, str) and note else "Interrupted: the reply ended before the model finished it."
     if not stats:
         return ""
     if stats.get("stopped"):
@@ -97,6 +99,10 @@ class _Reply:
 
 
 class ChatView(QTextBrowser):
+    # What the reader asked of a stored message: "edit" (own messages), "regenerate", "continue" (the last reply),
+    # "previous" or "next" (version); and the message's id.
+    message_action = Signal(str, int)
+
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.setOpenLinks(False)  # model text never navigates anywhere by itself
@@ -114,6 +120,8 @@ class ChatView(QTextBrowser):
         self._plain_replies = False  # the last turn was a completion prompt: its reply continues it as written
         self._older: deque[Message] = deque()  # of the conversation on show, not rendered yet; oldest first
         self._older_completion = False
+        self._versions: Mapping[int, tuple[int, int]] = {}  # of the conversation on show: message id -> (which, of)
+        self._last_message_id: int | None = None
         self._older_cursor = QTextCursor()  # where the next of them goes: after those already rendered
         self._flush_timer = QTimer(self)
         self._flush_timer.setSingleShot(True)
@@ -157,12 +165,23 @@ class ChatView(QTextBrowser):
         super().clear()
         self._flatten_first_line()
 
-    def show_thread(self, messages: Sequence[Message], *, completion: bool = False) -> None:
+    def show_thread(
+        self,
+        messages: Sequence[Message],
+        *,
+        completion: bool = False,
+        versions: Mapping[int, tuple[int, int]] | None = None,
+    ) -> None:
         """A stored conversation: its end is rendered at once, the older messages above it in slices from a timer,
-        oldest first (each slice then moves only the few messages below it, not all those above)."""
+        oldest first (each slice then moves only the few messages below it, not all those above). Each message gets
+        its actions (Edit, Regenerate, Continue) and, where `versions` says it has several, "◀ 2/3 ▶"."""
         self.clear()
         self._plain_replies = completion
         messages = list(messages)
+        self._versions = versions or {}
+        self._last_message_id = messages[-1].id if messages else None
+        if messages and messages[-1].role == "assistant":
+            self._last_answer = messages[-1].content  # what reply_so_far() and Copy give, as after a streamed reply
         first, size = len(messages), 0
         while first > 0 and len(messages) - first < FIRST_SCREEN_MESSAGES and size < FIRST_SCREEN_CHARS:
             first -= 1
@@ -391,6 +410,7 @@ class ChatView(QTextBrowser):
         speakers = {"user": "Prompt (text completion)" if completion else "You", "system": "System prompt"}
         speaker = speakers.get(message.role) or message.model or "Assistant"
         self._insert_header(cursor, speaker, self._copy_key(message.content), anchor=f"m{message.id}")
+        self._insert_actions(cursor, message)
         if message.reasoning:
             self._insert_thinking_line(cursor, message.reasoning, unfolded=False, streaming=False)
         if message.role == "assistant" and not completion:
@@ -410,6 +430,24 @@ class ChatView(QTextBrowser):
         cursor.insertText(speaker, name)
         cursor.insertText("   ", QTextCharFormat())
         cursor.insertText("Copy", self._render.link(f"{ACTION_SCHEME}:copy/{copy_key}", quiet=True))
+
+    def _insert_actions(self, cursor: QTextCursor, message: Message) -> None:
+        actions = []
+        if message.role == "user":
+            actions.append(("Edit", "edit"))
+        elif message.role == "assistant":
+            actions.append(("Regenerate", "regenerate"))
+            if message.id == self._last_message_id:
+                actions.append(("Continue", "continue"))
+        which, count = self._versions.get(message.id, (1, 1))
+        for label, action in actions:
+            cursor.insertText("   ", QTextCharFormat())
+            cursor.insertText(label, self._render.link(f"{ACTION_SCHEME}:{action}/{message.id}", quiet=True))
+        if count > 1:
+            cursor.insertText("    ", QTextCharFormat())
+            cursor.insertText("◀", self._render.link(f"{ACTION_SCHEME}:previous/{message.id}", quiet=True))
+            cursor.insertText(f" {which}/{count} ", self._render.dim)
+            cursor.insertText("▶", self._render.link(f"{ACTION_SCHEME}:next/{message.id}", quiet=True))
 
     def _insert_markdown(self, cursor: QTextCursor, text: str) -> None:
         """A whole stored answer: runs of text rendered in one piece each, code blocks on their own."""
@@ -540,6 +578,8 @@ class ChatView(QTextBrowser):
                 QGuiApplication.clipboard().setText(text)
         elif action == "fold" and (reasoning := self._reasonings.get(key)) is not None:
             self._toggle(reasoning)
+        elif action in MESSAGE_ACTIONS and key:
+            self.message_action.emit(action, key)
 
     # -- helpers -------------------------------------------------------------------------------------------------
 

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from functools import partial
 from typing import TYPE_CHECKING
 
@@ -13,6 +13,7 @@ from PySide6.QtWidgets import (
     QApplication,
     QComboBox,
     QHBoxLayout,
+    QInputDialog,
     QLabel,
     QMainWindow,
     QPlainTextEdit,
@@ -25,7 +26,7 @@ from PySide6.QtWidgets import (
 
 from localai_app.core import hardware
 from localai_app.core.advice import Advice, advise_here
-from localai_app.core.chat_session import ChatSession, open_store
+from localai_app.core.chat_session import ChatSession, Prompt, open_store
 from localai_app.core.choices import Assessment, assess
 from localai_app.core.context import DROP_OLDEST, NEARLY_FULL
 from localai_app.core.conversations import SAVE_INTERVAL, ChatSettings
@@ -36,6 +37,7 @@ from localai_app.core.hardware import Hardware
 from localai_app.core.library import Library, ModelInfo
 from localai_app.core.model_shape import ModelShape
 from localai_app.core.paths import AppPaths
+from localai_app.core.reasoning import ReasoningSplitter
 from localai_app.core.replies import SamplingOptions
 from localai_app.core.settings import Settings, save_settings
 from localai_app.ui.chat_settings_panel import ChatSettingsPanel
@@ -96,6 +98,8 @@ class MainWindow(QMainWindow):
         self._shown = False
         self._closed = False
         self._context = (0, 0)  # tokens of the last prompt sent, and the context length it was measured against
+        self._splitter = ReasoningSplitter()
+        self._split_replies = False
         self._warned_nearly_full: set[int | None] = set()
         # A slow stream still reaches the disk every second (the writer itself saves only when text arrives).
         self._save_timer = QTimer(self)
@@ -282,6 +286,7 @@ class MainWindow(QMainWindow):
         self.sidebar.new_requested.connect(self.new_conversation)
         self.sidebar.deleted.connect(self._on_conversation_deleted)
         self.sidebar.message.connect(lambda text: self.statusBar().showMessage(text, 10000))
+        self.chat_view.message_action.connect(self._on_message_action)
         for keys, step in (
             (QKeySequence.StandardKey.ZoomIn, SCALE_STEP),
             (QKeySequence.StandardKey.ZoomOut, -SCALE_STEP),
@@ -367,13 +372,74 @@ class MainWindow(QMainWindow):
             self.chat_view.add_turn("You", text, css_class="user")
         else:
             self.chat_view.add_turn("Prompt (text completion)", text, css_class="prompt")
+        self._start_reply(model, prompt)
+
+    def _start_reply(self, model: ModelInfo, prompt: Prompt, *, so_far: str = "") -> None:
+        """Streams the reply the session has just opened; `so_far` is the text of a reply being continued."""
         self.chat_view.begin_reply(model.title)
+        self.chat_view.append_reply(so_far)
+        # A model's thinking is split off its answer (core/reasoning.py); a base model's text is all answer.
+        self._splitter = ReasoningSplitter(starts_in_reasoning=model.replies_start_reasoning and not so_far)
+        self._split_replies = model.has_chat_template
         self.sidebar.set_current(self.session.conversation_id)
         self._set_busy(True)
         self._pieces = 0
         self._save_timer.start()
         policy = self.settings_panel.settings(None).context_policy
         self.generate_requested.emit(model, prompt, self.sampling(), policy)
+
+    def act_on_message(self, action: str, message_id: int, new_text: str = "") -> None:
+        """Edit (with `new_text`), regenerate or continue a message, or show its previous or next version."""
+        model = self.current_model()
+        if self._busy or model is None:
+            self.statusBar().showMessage("Stop the reply first, or wait for it to finish.", 5000)
+            return
+        settings = self.chat_settings(model)
+        self._hide_banner()
+        try:
+            if action in ("previous", "next"):
+                self.session.flip(message_id, -1 if action == "previous" else 1)
+                self._show_current()
+                return
+            so_far = ""
+            if action == "edit":
+                prompt = self.session.edit(message_id, new_text, model, settings)
+            elif action == "regenerate":
+                prompt = self.session.regenerate(message_id, model, settings)
+            else:
+                so_far = self.session.store.get_message(message_id).content
+                prompt = self.session.continue_reply(message_id, model, settings)
+        except AppError as error:
+            self._show_error(str(error))
+            return
+        self._show_current(leave_out=message_id if action == "continue" else None)
+        self._start_reply(model, prompt, so_far=so_far)
+
+    def _on_message_action(self, action: str, message_id: int) -> None:
+        if action != "edit":
+            self.act_on_message(action, message_id)
+            return
+        original = self.session.store.get_message(message_id).content
+        text, accepted = QInputDialog.getMultiLineText(
+            self, "Edit your message", "A new version, answered afresh (the old one stays, a click away):", original
+        )
+        if accepted and text.strip() and text.strip() != original.strip():
+            self.act_on_message("edit", message_id, text.strip())
+
+    def _show_current(self, *, leave_out: int | None = None) -> None:
+        """The conversation on show, rendered again with each message's actions and versions; without the reply
+        being written (it streams below) and without `leave_out` (a reply being continued)."""
+        conversation = self.session.conversation_id
+        if conversation is None:
+            return
+        writing = self.session.reply.message_id if self.session.reply is not None else None
+        shown = [m for m in self.session.store.thread(conversation) if m.id not in (writing, leave_out)]
+        model = self.current_model()
+        self.chat_view.show_thread(
+            shown,
+            completion=model is not None and not model.has_chat_template,
+            versions=self.session.store.versions(conversation),
+        )
 
     def chat_settings(self, model: ModelInfo) -> ChatSettings:
         """What this reply is generated with, stored with it so that it can be reproduced."""
@@ -394,13 +460,12 @@ class MainWindow(QMainWindow):
             self.statusBar().showMessage("Stop the reply first, or wait for it to finish.", 5000)
             return
         try:
-            messages = self.session.open(conversation_id)
+            self.session.open(conversation_id)
         except AppError as error:
             self._show_error(str(error))
             return
         self.settings_panel.show_settings(self.session.store.get(conversation_id).settings)
-        model = self.current_model()
-        self.chat_view.show_thread(messages, completion=model is not None and not model.has_chat_template)
+        self._show_current()
         if message_id is not None:
             self.chat_view.show_message(message_id)
         self.sidebar.set_current(conversation_id)
@@ -449,8 +514,16 @@ class MainWindow(QMainWindow):
 
     def _on_delta(self, text: str) -> None:
         self._pieces += 1
-        self.chat_view.append_reply(text)
-        self.session.append(text)
+        self._route(self._splitter.feed(text) if self._split_replies else [("answer", text)])
+
+    def _route(self, pieces: Iterable[tuple[str, str]]) -> None:
+        for kind, piece in pieces:
+            if kind == "reasoning":
+                self.chat_view.append_reasoning(piece)
+                self.session.append_reasoning(piece)
+            else:
+                self.chat_view.append_reply(piece)
+                self.session.append(piece)
 
     def _on_context_measured(self, prompt_tokens: int, context: int) -> None:
         self._context = (prompt_tokens, context)
@@ -486,8 +559,9 @@ class MainWindow(QMainWindow):
         )
 
     def _on_context_full(self, message: str) -> None:
-        self._end_reply("Not sent: the conversation does not fit in the context.")
-        self._save_reply(self.session.interrupt)
+        not_sent = "Not sent: the conversation does not fit in the context."
+        self._end_reply(not_sent)
+        self._save_reply(lambda: self.session.interrupt(not_sent))
         self._show_error(message)
 
     def _on_finished(self, stats: dict[str, object]) -> None:
@@ -503,11 +577,14 @@ class MainWindow(QMainWindow):
             self._show_error(" ".join(str(item) for item in notes))
 
     def _on_failed(self, message: str) -> None:
-        self._end_reply(f"Interrupted: {message}" if message else "Interrupted.")
-        self._save_reply(self.session.interrupt)
+        why = f"Interrupted: {message}" if message else "Interrupted."
+        self._end_reply(why)
+        self._save_reply(lambda: self.session.interrupt(why))
         self._show_error(f"{message} Your conversation is kept; the next message starts a fresh engine.")
 
     def _end_reply(self, note: str) -> None:
+        if self._split_replies:
+            self._route(self._splitter.finish())
         self.chat_view.end_reply(note)
         self._save_timer.stop()
         self._set_busy(False)
@@ -520,6 +597,7 @@ class MainWindow(QMainWindow):
         except AppError as error:
             self._show_error(f"The reply could not be saved: {error}")
         self.sidebar.refresh()
+        self._show_current()  # as stored, now with the reply's actions (Regenerate, Continue, versions)
 
     def _show_error(self, message: str, *, can_insist: bool = False) -> None:
         self.error_banner.setText(message)
@@ -534,8 +612,9 @@ class MainWindow(QMainWindow):
 
     def _on_refused(self, message: str) -> None:
         if self._busy:
-            self._end_reply("Not sent: the model would not fit.")
-            self._save_reply(self.session.interrupt)
+            not_sent = "Not sent: the model would not fit."
+            self._end_reply(not_sent)
+            self._save_reply(lambda: self.session.interrupt(not_sent))
         self.load_label.setText("not loaded")
         self._show_error(message, can_insist=True)
 

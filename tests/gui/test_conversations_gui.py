@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from PySide6.QtCore import Qt
+from PySide6.QtCore import Qt, QUrl
 from PySide6.QtTest import QTest
 from pytestqt.qtbot import QtBot
 
@@ -15,6 +15,7 @@ from localai_app.core.conversations import STORE_FILE, ConversationStore
 from localai_app.core.paths import AppPaths
 from localai_app.ui.conversation_sidebar import CONVERSATION_ROLE, MESSAGE_ROLE
 from localai_app.ui.main_window import MainWindow
+from tests.fakes.gguf_builder import CHATML_TEMPLATE, write_tiny_model
 from tests.gui.conftest import open_window
 from tests.gui.test_main_window import REPLY_TIMEOUT_MS, send
 
@@ -235,3 +236,60 @@ def test_keyboard_search_new_chat_and_stop(
     assert window.session.conversation_id is None and window.chat_view.toPlainText() == ""
     assert window.prompt_box.hasFocus()
     assert window.stop_button.shortcut().toString() == "Esc"
+
+
+def test_regenerate_edit_continue_and_flip_between_versions(
+    qtbot: QtBot, tiny_library_paths: AppPaths, close_windows: list[MainWindow]
+) -> None:
+    window = open_window(qtbot, tiny_library_paths, "tiny-chat")
+    close_windows.append(window)
+    window.max_tokens.setValue(6)
+    exchange(qtbot, window, "Capital of France?")
+    conversation = window.session.conversation_id
+    assert conversation is not None
+    store = window.session.store
+    question, first_reply = store.thread(conversation)
+    assert "Regenerate" in window.chat_view.toPlainText() and "Edit" in window.chat_view.toPlainText()
+
+    window.chat_view.anchorClicked.emit(QUrl(f"localai:regenerate/{first_reply.id}"))  # the link under the reply
+    qtbot.waitUntil(window.send_button.isEnabled, timeout=REPLY_TIMEOUT_MS)
+    second_reply = store.thread(conversation)[-1]
+    assert second_reply.id != first_reply.id and second_reply.parent_id == question.id
+    qtbot.waitUntil(lambda: "◀ 2/2 ▶" in window.chat_view.toPlainText())
+
+    window.act_on_message("previous", second_reply.id)
+    assert store.thread(conversation)[-1].id == first_reply.id and "◀ 1/2 ▶" in window.chat_view.toPlainText()
+
+    window.act_on_message("continue", first_reply.id)
+    qtbot.waitUntil(window.send_button.isEnabled, timeout=REPLY_TIMEOUT_MS)
+    continued = store.get_message(first_reply.id)
+    assert continued.content.startswith(first_reply.content) and continued.state == "complete"
+    assert store.thread(conversation)[-1].id == first_reply.id  # added to, not a new reply
+
+    window.act_on_message("edit", question.id, "Capital of Italy?")
+    qtbot.waitUntil(window.send_button.isEnabled, timeout=REPLY_TIMEOUT_MS)
+    edited, answer = store.thread(conversation)
+    assert edited.content == "Capital of Italy?" and edited.parent_id is None and answer.parent_id == edited.id
+    assert store.versions(conversation)[edited.id] == (2, 2)
+    window.act_on_message("previous", edited.id)  # the first question comes back with its answers
+    assert store.thread(conversation)[0].id == question.id
+
+
+def test_a_reasoning_models_thinking_is_kept_apart_from_its_answer(
+    qtbot: QtBot, app_paths: AppPaths, close_windows: list[MainWindow]
+) -> None:
+    # A template that opens the think block in the prompt, as DeepSeek-R1 distills' do: the reply starts thinking.
+    thinking_template = CHATML_TEMPLATE.replace("<|im_start|>assistant\n{%", "<|im_start|>assistant\n<think>\n{%")
+    write_tiny_model(app_paths.models / "tiny-thinker.gguf", chat_template=thinking_template, name="Tiny Thinker")
+    window = open_window(qtbot, app_paths, "tiny-thinker")
+    close_windows.append(window)
+    model = window.current_model()
+    assert model is not None and model.replies_start_reasoning
+    window.max_tokens.setValue(12)
+    send(qtbot, window, "Why is the sky blue?")
+    qtbot.waitUntil(lambda: window.session.reply is None, timeout=REPLY_TIMEOUT_MS)  # all of it is thinking
+    conversation = window.session.conversation_id
+    assert conversation is not None
+    reply = window.session.store.thread(conversation)[-1]
+    assert reply.reasoning  # the tiny model never closes </think>: all it wrote is thinking
+    assert reply.content == "" and "Thinking" in window.chat_view.toPlainText()
