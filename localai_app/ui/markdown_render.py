@@ -11,14 +11,8 @@ from __future__ import annotations
 import functools
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from pygments.lexer import Lexer
-from pygments.lexers import get_lexer_by_name
-from pygments.style import StyleMeta
-from pygments.styles import get_style_by_name
-from pygments.token import _TokenType
-from pygments.util import ClassNotFound
 from PySide6.QtCore import QUrl
 from PySide6.QtGui import (
     QBrush,
@@ -40,6 +34,11 @@ from PySide6.QtGui import (
 
 MARKDOWN = QTextDocument.MarkdownFeature.MarkdownDialectGitHub | QTextDocument.MarkdownFeature.MarkdownNoHTML
 # The view's own links; model text that names this scheme loses the link (it could copy or fold things).
+if TYPE_CHECKING:
+    from pygments.lexer import Lexer
+    from pygments.style import StyleMeta
+    from pygments.token import _TokenType
+
 ACTION_SCHEME = "localai"
 # Pygments lexes about 0.6 MB/s here; a larger block is shown in plain monospace rather than stall the window.
 HIGHLIGHT_LIMIT = 20_000
@@ -102,7 +101,8 @@ class Renderer:
         self._code_frame.setTopMargin(6)
         self._code_frame.setBorder(0)
         self._code_frame.setWidth(QTextLength(QTextLength.Type.PercentageLength, 100))
-        self._style: StyleMeta = get_style_by_name("github-dark" if theme.dark else "default")
+        self._dark = theme.dark
+        self._style: StyleMeta | None = None  # Pygments loads with the first code block, not at start-up
         self._token_formats: dict[_TokenType, QTextCharFormat] = {}
         self._look_formats: dict[tuple[str | None, bool, bool], QTextCharFormat] = {}
 
@@ -185,6 +185,10 @@ class Renderer:
         """One format object per distinct look, so that tokens that look alike join one run."""
         char = self._token_formats.get(token)
         if char is None:
+            if self._style is None:
+                from pygments.styles import get_style_by_name
+
+                self._style = get_style_by_name("github-dark" if self._dark else "default")
             style = self._style.style_for_token(token)
             look = (style["color"], bool(style["bold"]), bool(style["italic"]))
             char = self._look_formats.get(look)
@@ -248,6 +252,10 @@ def _lexer(language: str) -> Lexer | None:
     """The lexer for a fence's language, or None: no guessing, which is slow and often wrong."""
     if not language:
         return None
+    # Here, not at the top: Pygments adds ~20 ms to the window's first frame (benchmarks/gui_first_frame.py).
+    from pygments.lexers import get_lexer_by_name
+    from pygments.util import ClassNotFound
+
     try:
         return get_lexer_by_name(language.lower(), stripnl=False, ensurenl=False)
     except ClassNotFound:
