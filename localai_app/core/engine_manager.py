@@ -64,6 +64,7 @@ class EngineManager:
     ) -> None:
         """`machine` reads the hardware as it is now (free memory changes); called at every load."""
         self.overrides = overrides
+        self._loaded_with: Overrides | None = None  # what the running engine was loaded with
         self._machine = machine
         self._log_file = log_file
         self._learn = learn
@@ -91,7 +92,8 @@ class EngineManager:
         numbers and ways out, unless `insist`.
         """
         with self._lock:
-            if self.loaded_model is not None and self.loaded_model.path == model.path:
+            same_settings = self._loaded_with == self.overrides  # a conversation may ask for another context
+            if self.loaded_model is not None and self.loaded_model.path == model.path and same_settings:
                 return
             if not model.path.exists():
                 raise ModelFileError(f"{model.path} no longer exists; it was moved or deleted.")
@@ -115,6 +117,7 @@ class EngineManager:
             self._process = process
             self._client = EngineClient(endpoint.base_url, endpoint.token)
             self._model = model
+            self._loaded_with = self.overrides
 
     def _options_for(self, model: ModelInfo, *, insist: bool) -> EngineOptions:
         wanted = self.overrides

@@ -65,6 +65,13 @@ class ChatSettingsPanel(QWidget):
         self.max_tokens = QSpinBox()
         self.max_tokens.setRange(1, 32768)
         self.max_tokens.setToolTip("The longest reply, in tokens")
+        self.context_length = QSpinBox()
+        self.context_length.setRange(0, 1_048_576)
+        self.context_length.setSingleStep(1024)
+        self.context_length.setSpecialValueText("automatic")
+        self.context_length.setToolTip(
+            "Tokens the model can see at once; automatic: what fits in memory (see Hardware)"
+        )
         self.context_policy = QComboBox()
         for policy, words in POLICIES.items():
             self.context_policy.addItem(words, policy)
@@ -84,6 +91,7 @@ class ChatSettingsPanel(QWidget):
             ("Repeat penalty", self.repeat_penalty),
             ("Seed", self.seed),
             ("Max tokens", self.max_tokens),
+            ("Context length", self.context_length),
             ("When the context is full", self.context_policy),
         ):
             widget.setAccessibleName(label)
@@ -111,6 +119,7 @@ class ChatSettingsPanel(QWidget):
             repeat_penalty=self.repeat_penalty.value(),
             seed=None if seed < 0 else seed,
             max_tokens=self.max_tokens.value(),
+            context_length=self.context_length.value() or None,
             context_policy=str(self.context_policy.currentData()),
         )
 
@@ -123,6 +132,7 @@ class ChatSettingsPanel(QWidget):
         self.repeat_penalty.setValue(settings.repeat_penalty)
         self.seed.setValue(-1 if settings.seed is None else settings.seed)
         self.max_tokens.setValue(settings.max_tokens)
+        self.context_length.setValue(settings.context_length or 0)
         self.context_policy.setCurrentIndex(max(0, self.context_policy.findData(settings.context_policy)))
         self.preset.setCurrentText(self._matching_preset(settings))
 

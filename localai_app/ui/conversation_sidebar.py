@@ -158,8 +158,11 @@ class ConversationSidebar(QWidget):
         self._undo.hide()
         self.refresh()
 
-    def export_to(self, conversation_id: int, path: Path, extension: str) -> None:
-        if extension == "json":
+    def export_to(self, conversation_id: int | None, path: Path, extension: str) -> None:
+        """One conversation as Markdown, HTML or JSON; with no id, all of them as one JSON file."""
+        if conversation_id is None:
+            text = json.dumps(self._store.export_all_json(), indent=2, ensure_ascii=False)
+        elif extension == "json":
             text = json.dumps(self._store.export_json(conversation_id), indent=2, ensure_ascii=False)
         elif extension == "html":
             text = self._store.export_html(conversation_id)
@@ -199,6 +202,11 @@ class ConversationSidebar(QWidget):
         if chosen:
             self.export_to(conversation_id, Path(chosen), extension)
 
+    def _ask_export_all(self) -> None:
+        chosen, _ = QFileDialog.getSaveFileName(self, "Export all conversations", "conversations.json", "JSON (*.json)")
+        if chosen:
+            self.export_to(None, Path(chosen), "json")
+
     def _ask_import(self) -> None:
         chosen, _ = QFileDialog.getOpenFileName(self, "Import conversations", "", "JSON (*.json)")
         if chosen:
@@ -220,6 +228,7 @@ class ConversationSidebar(QWidget):
         menu.addAction("Unpin" if pinned else "Pin to the top", lambda: self.toggle_pin(conversation_id))
         for extension, (name, _) in EXPORT_FORMATS.items():
             menu.addAction(f"Export as {name}…", partial(self._ask_export, conversation_id, extension))
+        menu.addAction("Export all conversations as JSON…", self._ask_export_all)
         menu.addSeparator()
         menu.addAction("Delete", lambda: self.delete(conversation_id))
         menu.exec(self.list.viewport().mapToGlobal(position))

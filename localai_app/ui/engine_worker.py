@@ -7,10 +7,12 @@ stream loop checks at every token; closing the stream makes the engine stop gene
 from __future__ import annotations
 
 import threading
+from dataclasses import replace
 
 from PySide6.QtCore import QObject, Signal, Slot
 
 from localai_app.core.context import ContextFullError, fit_to_context
+from localai_app.core.conversations import ChatSettings
 from localai_app.core.engine_manager import EngineManager
 from localai_app.core.errors import AppError, WontFitError
 from localai_app.core.library import ModelInfo
@@ -33,6 +35,7 @@ class EngineWorker(QObject):
     def __init__(self, manager: EngineManager) -> None:
         super().__init__()
         self._manager = manager
+        self._default_context = manager.overrides.context
         self._stop = threading.Event()
 
     def request_stop(self) -> None:
@@ -53,11 +56,14 @@ class EngineWorker(QObject):
             self.planned.emit(self._manager.last_plan)
             self.loaded.emit(model.name)
 
-    @Slot(object, object, object, str)
+    @Slot(object, object, object, object)
     def generate(
-        self, model: ModelInfo, prompt: str | list[dict[str, str]], sampling: SamplingOptions, policy: str
+        self, model: ModelInfo, prompt: str | list[dict[str, str]], sampling: SamplingOptions, chat: ChatSettings
     ) -> None:
+        """Streams a reply to `prompt`, loading `model` first if needed, with the conversation's context length
+        (None: the app's setting, else what fits) and its policy for a conversation that outgrows it."""
         self._stop.clear()
+        self._manager.overrides = replace(self._manager.overrides, context=chat.context_length or self._default_context)
         loaded = self._manager.loaded_model
         if loaded is None or loaded.path != model.path:
             self.loading.emit(model.name)
@@ -72,7 +78,7 @@ class EngineWorker(QObject):
         if loaded is None or loaded.path != model.path:
             self.planned.emit(self._manager.last_plan)
         try:
-            prompt = self._fit(model, prompt, sampling, policy)
+            prompt = self._fit(model, prompt, sampling, chat.context_policy)
         except ContextFullError as error:
             self.context_full.emit(str(error))
             return

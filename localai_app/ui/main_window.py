@@ -77,7 +77,7 @@ class _SendOnEnter(QObject):
 
 class MainWindow(QMainWindow):
     load_requested = Signal(object, bool)  # model, insist (load even if it is estimated not to fit)
-    generate_requested = Signal(object, object, object, str)  # model, prompt, sampling, context policy
+    generate_requested = Signal(object, object, object, object)  # model, prompt, sampling, ChatSettings
 
     def __init__(self, paths: AppPaths, settings: Settings, library: Library, manager: EngineManager) -> None:
         super().__init__()
@@ -385,8 +385,7 @@ class MainWindow(QMainWindow):
         self._set_busy(True)
         self._pieces = 0
         self._save_timer.start()
-        policy = self.settings_panel.settings(None).context_policy
-        self.generate_requested.emit(model, prompt, self.sampling(), policy)
+        self.generate_requested.emit(model, prompt, self.sampling(), self.chat_settings(model))
 
     def act_on_message(self, action: str, message_id: int, new_text: str = "") -> None:
         """Edit (with `new_text`), regenerate or continue a message, or show its previous or next version."""
@@ -464,7 +463,9 @@ class MainWindow(QMainWindow):
         except AppError as error:
             self._show_error(str(error))
             return
-        self.settings_panel.show_settings(self.session.store.get(conversation_id).settings)
+        settings = self.session.store.get(conversation_id).settings
+        self.settings_panel.show_settings(settings)
+        self._use_model_of(settings)
         self._show_current()
         if message_id is not None:
             self.chat_view.show_message(message_id)
@@ -485,6 +486,19 @@ class MainWindow(QMainWindow):
 
     def _zoom(self, step: float) -> None:
         self.set_ui_scale(self._settings.ui_scale + step)
+
+    def _use_model_of(self, settings: ChatSettings) -> None:
+        """A reopened conversation goes on with the model it used, when the library still has it."""
+        if settings.model is None or settings.model == getattr(self.current_model(), "name", None):
+            return
+        index = self.model_picker.findData(settings.model)
+        if index >= 0:
+            self.model_picker.setCurrentIndex(index)
+        else:
+            self.statusBar().showMessage(
+                f"This conversation used {settings.model}, which is not in the library; the chosen model answers.",
+                10000,
+            )
 
     def _on_conversation_deleted(self, conversation_id: int) -> None:
         if conversation_id == self.session.conversation_id and not self._busy:

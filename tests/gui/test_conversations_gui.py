@@ -3,6 +3,7 @@ continued, renamed, pinned, deleted with undo; a reply cut short by closing is k
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -169,6 +170,10 @@ def test_export_and_import_from_the_sidebar(
     assert "Export me <please>" in (tmp_path / "chat.md").read_text()
     assert "Export me &lt;please&gt;" in (tmp_path / "chat.html").read_text()
 
+    window.sidebar.export_to(None, tmp_path / "all.json", "json")
+    assert [c["title"] for c in json.loads((tmp_path / "all.json").read_text())["conversations"]] == [
+        "Export me <please>"
+    ]
     window.sidebar.import_from(tmp_path / "chat.json")  # a copy, opened at once
     assert listed(window).count("Export me <please>") == 2
     assert window.session.conversation_id not in (None, conversation)
@@ -293,3 +298,26 @@ def test_a_reasoning_models_thinking_is_kept_apart_from_its_answer(
     reply = window.session.store.thread(conversation)[-1]
     assert reply.reasoning  # the tiny model never closes </think>: all it wrote is thinking
     assert reply.content == "" and "Thinking" in window.chat_view.toPlainText()
+
+
+def test_a_conversation_keeps_its_model_and_context_length(
+    qtbot: QtBot, tiny_library_paths: AppPaths, close_windows: list[MainWindow]
+) -> None:
+    window = open_window(qtbot, tiny_library_paths, "tiny-chat")
+    close_windows.append(window)
+    window.max_tokens.setValue(4)
+    window.settings_panel.context_length.setValue(256)
+    exchange(qtbot, window, "Short context, please")
+    assert "of 256 tokens" in window.context_label.text()  # the engine was loaded again with 256
+    first = window.session.conversation_id
+    assert first is not None
+
+    window.new_conversation()
+    window.model_picker.setCurrentIndex(window.model_picker.findData("tiny-base"))  # a base model, for another topic
+    window.settings_panel.context_length.setValue(0)
+    exchange(qtbot, window, "Once upon a time")
+    assert "of 512 tokens" in window.context_label.text()  # automatic: the model's whole context fits here
+
+    window.open_conversation(first)
+    assert window.model_picker.currentData() == "tiny-chat"
+    assert window.settings_panel.context_length.value() == 256
