@@ -122,6 +122,7 @@ class ChatView(QTextBrowser):
         self._older_completion = False
         self._versions: Mapping[int, tuple[int, int]] = {}  # of the conversation on show: message id -> (which, of)
         self._last_message_id: int | None = None
+        self._titles: Mapping[str, str] = {}
         self._older_cursor = QTextCursor()  # where the next of them goes: after those already rendered
         self._flush_timer = QTimer(self)
         self._flush_timer.setSingleShot(True)
@@ -171,14 +172,17 @@ class ChatView(QTextBrowser):
         *,
         completion: bool = False,
         versions: Mapping[int, tuple[int, int]] | None = None,
+        titles: Mapping[str, str] | None = None,
     ) -> None:
         """A stored conversation: its end is rendered at once, the older messages above it in slices from a timer,
         oldest first (each slice then moves only the few messages below it, not all those above). Each message gets
-        its actions (Edit, Regenerate, Continue) and, where `versions` says it has several, "◀ 2/3 ▶"."""
+        its actions (Edit, Regenerate, Continue) and, where `versions` says it has several, "◀ 2/3 ▶". A reply is
+        headed by its model's title where `titles` (library name -> title) knows it, as while it streamed."""
         self.clear()
         self._plain_replies = completion
         messages = list(messages)
         self._versions = versions or {}
+        self._titles = titles or {}
         self._last_message_id = messages[-1].id if messages else None
         if messages and messages[-1].role == "assistant":
             self._last_answer = messages[-1].content  # what reply_so_far() and Copy give, as after a streamed reply
@@ -408,7 +412,7 @@ class ChatView(QTextBrowser):
 
     def _insert_message(self, cursor: QTextCursor, message: Message, completion: bool) -> None:
         speakers = {"user": "Prompt (text completion)" if completion else "You", "system": "System prompt"}
-        speaker = speakers.get(message.role) or message.model or "Assistant"
+        speaker = speakers.get(message.role) or self._titles.get(message.model or "", message.model or "Assistant")
         self._insert_header(cursor, speaker, self._copy_key(message.content), anchor=f"m{message.id}")
         self._insert_actions(cursor, message)
         if message.reasoning:

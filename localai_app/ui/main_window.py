@@ -438,6 +438,7 @@ class MainWindow(QMainWindow):
             shown,
             completion=model is not None and not model.has_chat_template,
             versions=self.session.store.versions(conversation),
+            titles={known.name: known.title or known.name for known in self._models},
         )
 
     def chat_settings(self, model: ModelInfo) -> ChatSettings:
