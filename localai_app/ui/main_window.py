@@ -376,7 +376,7 @@ class MainWindow(QMainWindow):
 
     def _start_reply(self, model: ModelInfo, prompt: Prompt, *, so_far: str = "") -> None:
         """Streams the reply the session has just opened; `so_far` is the text of a reply being continued."""
-        self.chat_view.begin_reply(model.title)
+        self.chat_view.begin_reply(model.title or model.name)
         self.chat_view.append_reply(so_far)
         # A model's thinking is split off its answer (core/reasoning.py); a base model's text is all answer.
         self._splitter = ReasoningSplitter(starts_in_reasoning=model.replies_start_reasoning and not so_far)
