@@ -21,7 +21,7 @@ from localai_app.core.errors import AppError, EngineError, OfflineError, Transie
 from localai_app.core.estimate import Overrides
 from localai_app.core.library import Library, ModelInfo, format_bytes
 from localai_app.core.paths import AppPaths
-from localai_app.core.replies import Delta, SamplingOptions
+from localai_app.core.replies import Delta
 from localai_app.core.settings import load_settings
 
 EXIT_OK = 0
@@ -194,11 +194,13 @@ def chat(paths: AppPaths, args: argparse.Namespace) -> int:
         raise AppError("--conversation continues a saved conversation: add --save.")
     settings = load_settings(paths.config)
     model = Library(paths).find(args.model)
-    sampling = SamplingOptions(
+    chosen = ChatSettings(  # what a saved exchange records; the rest of the sampling keeps its defaults
+        model=model.name,
         max_tokens=args.max_tokens or settings.sampling.max_tokens,
         temperature=args.temperature if args.temperature is not None else settings.sampling.temperature,
         seed=args.seed if args.seed is not None else settings.sampling.seed,
     )
+    sampling = chosen.sampling()
     if not model.has_chat_template:
         print(f"({model.name} has no chat template: text completion)", file=sys.stderr)
     manager = manager_for(paths, _overrides(args, settings.overrides()))
@@ -209,9 +211,6 @@ def chat(paths: AppPaths, args: argparse.Namespace) -> int:
         else:
             if args.conversation is not None:
                 session.open(args.conversation)
-            chosen = ChatSettings(
-                model=model.name, temperature=sampling.temperature, seed=sampling.seed, max_tokens=sampling.max_tokens
-            )
             prompt = session.ask(args.prompt, model, chosen)
         for event in manager.stream(model, prompt, sampling, insist=args.force):
             if isinstance(event, Delta):

@@ -37,6 +37,7 @@ from localai_app.core.errors import (
     NewerStoreError,
     UnknownConversationError,
 )
+from localai_app.core.replies import SamplingOptions
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +87,18 @@ class ChatSettings:
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def sampling(self) -> SamplingOptions:
+        """What the engine is asked to sample with."""
+        return SamplingOptions(
+            max_tokens=self.max_tokens,
+            temperature=self.temperature,
+            top_p=self.top_p,
+            top_k=self.top_k,
+            min_p=self.min_p,
+            repeat_penalty=self.repeat_penalty,
+            seed=self.seed,
+        )
 
     @classmethod
     def from_dict(cls, raw: object) -> ChatSettings:

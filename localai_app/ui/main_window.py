@@ -345,16 +345,7 @@ class MainWindow(QMainWindow):
     # -- chat --------------------------------------------------------------------------------------------------
 
     def sampling(self) -> SamplingOptions:
-        chosen = self.settings_panel.settings(None)
-        return SamplingOptions(
-            max_tokens=chosen.max_tokens,
-            temperature=chosen.temperature,
-            top_p=chosen.top_p,
-            top_k=chosen.top_k,
-            min_p=chosen.min_p,
-            repeat_penalty=chosen.repeat_penalty,
-            seed=chosen.seed,
-        )
+        return self.settings_panel.settings(None).sampling()
 
     def send(self) -> None:
         text = self.prompt_box.toPlainText().strip()
