@@ -136,6 +136,7 @@ class MainWindow(QMainWindow):
         self.context_gauge.setAccessibleName("Context used")
         self.context_gauge.setTextVisible(False)
         self.context_gauge.setFixedWidth(120)
+        self.context_gauge.hide()  # until the first prompt has been measured: an empty bar says nothing
         self.context_label = QLabel()
         self.context_label.setObjectName("contextLabel")
         status_row = QHBoxLayout()
@@ -542,6 +543,7 @@ class MainWindow(QMainWindow):
             return
         self.context_gauge.setRange(0, context)
         self.context_gauge.setValue(min(used, context))
+        self.context_gauge.show()
         policy = self.settings_panel.settings(None).context_policy
         when_full = "the oldest turns are left out" if policy == DROP_OLDEST else "nothing more is sent"
         self.context_label.setText(

@@ -199,8 +199,9 @@ def test_a_conversation_outgrowing_the_context_is_never_cut_silently(
     window = open_window(qtbot, tiny_library_paths, "tiny-chat")  # a 512-token context, a token per byte
     close_windows.append(window)
     window.max_tokens.setValue(8)
+    assert not window.context_gauge.isVisible()  # nothing measured yet
     exchange(qtbot, window, "a" * 160)
-    assert "of 512 tokens" in window.context_label.text()
+    assert window.context_gauge.isVisible() and "of 512 tokens" in window.context_label.text()
     assert "when full, the oldest turns are left out" in window.context_label.text()  # the policy, told beforehand
     assert not window.banner.isVisible()
     exchange(qtbot, window, "b" * 160)
