@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from localai_app.core.downloads import PARTIAL_DIR
+from tests.e2e.test_starter_and_cli import run_cli
 from tests.fakes.hub_server import FakeHub, FakeRepo
 
 REPO = "tester/Tiny-Chat-GGUF"
@@ -28,15 +29,7 @@ def cli(
     preexec: Callable[[], object] | None = None,
     env: dict[str, str] | None = None,
 ) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "localai_app", "--basedir", str(basedir), *args],
-        capture_output=True,
-        text=True,
-        timeout=240,
-        check=False,
-        env={**os.environ, "HF_ENDPOINT": endpoint, **(env or {})},
-        preexec_fn=preexec,
-    )
+    return run_cli(*args, basedir=basedir, env={"HF_ENDPOINT": endpoint, **(env or {})}, preexec=preexec)
 
 
 @pytest.fixture

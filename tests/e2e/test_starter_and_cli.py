@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import threading
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import pytest
@@ -20,13 +22,21 @@ from localai_app.core.replies import Delta, ReplyStats, SamplingOptions
 pytestmark = pytest.mark.starter
 
 
-def run_cli(*args: str, basedir: Path) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    *args: str,
+    basedir: Path,
+    env: Mapping[str, str] | None = None,
+    preexec: Callable[[], object] | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """`localai-app --basedir BASEDIR ARGS…` in a child process; `env` adds to (or overrides) this environment."""
     return subprocess.run(
         [sys.executable, "-m", "localai_app", "--basedir", str(basedir), *args],
         capture_output=True,
         text=True,
         timeout=240,
         check=False,
+        env={**os.environ, **(env or {})},
+        preexec_fn=preexec,
     )
 
 
