@@ -19,6 +19,7 @@ from localai_app.core.estimate import WONT_FIT, LoadPlan, Overrides, plan_load, 
 from localai_app.core.library import ModelInfo
 from localai_app.core.paths import AppPaths
 from localai_app.core.replies import ReplyStats, ReplyStream, SamplingOptions
+from localai_app.core.serving import RequestRecord, ServeOptions
 
 # Learns from a finished reply (its speed) and returns notes for the user; see advice.learn_from_reply.
 ReplyLearner = Callable[[ModelInfo, LoadPlan, hardware.Hardware, ReplyStats], list[str]]
@@ -64,7 +65,11 @@ class EngineManager:
     ) -> None:
         """`machine` reads the hardware as it is now (free memory changes); called at every load."""
         self.overrides = overrides
-        self._loaded_with: Overrides | None = None  # what the running engine was loaded with
+        # Also serve the public API (core/serving.py) with the loaded model; takes effect at the next load.
+        self.serve: ServeOptions | None = None
+        self.on_request: Callable[[RequestRecord], None] | None = None  # hears each API request, on a thread
+        self._serving_url: str | None = None
+        self._loaded_with: tuple[Overrides, ServeOptions | None] | None = None  # what the running engine has
         self._machine = machine
         self._log_file = log_file
         self._learn = learn
@@ -82,6 +87,11 @@ class EngineManager:
         return self._model if self._process is not None and self._process.is_alive() else None
 
     @property
+    def serving_url(self) -> str | None:
+        """Where the running engine serves the public API; None when it does not (or no engine runs)."""
+        return self._serving_url if self.loaded_model is not None else None
+
+    @property
     def engine_pid(self) -> int | None:
         return self._process.pid if self._process is not None else None
 
@@ -92,7 +102,8 @@ class EngineManager:
         numbers and ways out, unless `insist`.
         """
         with self._lock:
-            same_settings = self._loaded_with == self.overrides  # a conversation may ask for another context
+            # A conversation may ask for another context; the user may turn the API on or off.
+            same_settings = self._loaded_with == (self.overrides, self.serve)
             if self.loaded_model is not None and self.loaded_model.path == model.path and same_settings:
                 return
             if not model.path.exists():
@@ -101,7 +112,7 @@ class EngineManager:
                 raise ModelFileError(model.problem)
             options = self._options_for(model, insist=insist)
             self._stop_locked()
-            process = EngineProcess(model.path, options, log_file=self._log_file)
+            process = EngineProcess(model.path, options, log_file=self._log_file, on_request=self._report_request)
             self._starting = process
             try:
                 endpoint = process.start()
@@ -117,13 +128,16 @@ class EngineManager:
             self._process = process
             self._client = EngineClient(endpoint.base_url, endpoint.token)
             self._model = model
-            self._loaded_with = self.overrides
+            self._loaded_with = (self.overrides, self.serve)
+            self._serving_url = endpoint.serving_url
 
     def _options_for(self, model: ModelInfo, *, insist: bool) -> EngineOptions:
         wanted = self.overrides
         if model.shape is None:
             self.last_plan = None
-            return EngineOptions(wanted.context or FALLBACK_CONTEXT, wanted.threads, wanted.gpu_layers or 0)
+            return EngineOptions(
+                wanted.context or FALLBACK_CONTEXT, wanted.threads, wanted.gpu_layers or 0, serve=self.serve
+            )
         machine = self._machine()
         self._load_machine = machine
         # The engine now running is stopped before the new one starts: its memory counts as free.
@@ -135,7 +149,12 @@ class EngineManager:
                 f"{model.name} will not fit: it {plan.verdict.sentence} (context {plan.context:,} tokens, "
                 f"{plan.gpu_layers} GPU layers). Try {options}. Loading anyway may freeze this computer."
             )
-        return EngineOptions(plan.context, plan.threads, plan.gpu_layers)
+        return EngineOptions(plan.context, plan.threads, plan.gpu_layers, serve=self.serve)
+
+    def _report_request(self, record: RequestRecord) -> None:
+        listener = self.on_request
+        if listener is not None:
+            listener(record)
 
     def engine_resident_bytes(self) -> int:
         """RAM the running engine holds (0 when none): free again once it is replaced."""
@@ -219,3 +238,4 @@ class EngineManager:
         if self._process is not None:
             self._process.stop()
         self._process = self._client = self._model = None
+        self._serving_url = None

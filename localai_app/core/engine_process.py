@@ -17,12 +17,14 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
 from localai_app.core.errors import EngineError
 from localai_app.core.faults import EngineFault, classify_exit
+from localai_app.core.serving import API_KEY_VARIABLE, RequestRecord, ServeOptions
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +53,7 @@ class EngineOptions:
     context_length: int = 4096
     threads: int | None = None
     gpu_layers: int = 0
+    serve: ServeOptions | None = None  # also serve the public API (core/serving.py) on these terms
 
 
 @dataclass(frozen=True)
@@ -58,13 +61,23 @@ class EngineEndpoint:
     base_url: str
     token: str
     model: dict[str, Any]
+    serving_url: str | None = None  # the public API's address, when serving
 
 
 class EngineProcess:
-    def __init__(self, model_path: Path, options: EngineOptions, *, log_file: Path | None = None) -> None:
+    def __init__(
+        self,
+        model_path: Path,
+        options: EngineOptions,
+        *,
+        log_file: Path | None = None,
+        on_request: Callable[[RequestRecord], None] | None = None,
+    ) -> None:
+        """`on_request` hears about each public API request, on a reader thread."""
         self.model_path = model_path
         self.options = options
         self._log_file = log_file
+        self._on_request = on_request
         self._process: subprocess.Popen[bytes] | None = None
         self._stderr_tail: collections.deque[str] = collections.deque(maxlen=STDERR_MEMORY_LINES)
         self._stdout_lines: queue.Queue[bytes] = queue.Queue()
@@ -77,6 +90,11 @@ class EngineProcess:
         if self.options.threads:
             command += ["--threads", str(self.options.threads)]
         environment = {**os.environ, TOKEN_VARIABLE: token}
+        environment.pop(API_KEY_VARIABLE, None)
+        if self.options.serve is not None:
+            command += self.options.serve.engine_arguments()
+            if self.options.serve.api_key:
+                environment[API_KEY_VARIABLE] = self.options.serve.api_key
         self._process = subprocess.Popen(
             command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=environment
         )
@@ -92,7 +110,23 @@ class EngineProcess:
                 raise EngineError(str(error["message"]), kind=str(error.get("kind", "load_failed")))
             raise EngineError(fault.sentence, kind=fault.kind)
         ready = message["ready"]
-        return EngineEndpoint(f"http://127.0.0.1:{int(ready['port'])}", token, dict(ready.get("model", {})))
+        threading.Thread(target=self._report_requests, name="engine-requests", daemon=True).start()
+        return EngineEndpoint(
+            f"http://127.0.0.1:{int(ready['port'])}", token, dict(ready.get("model", {})), ready.get("serving")
+        )
+
+    def _report_requests(self) -> None:
+        """After the handshake, each stdout line reports one public API request."""
+        while line := self._stdout_lines.get():
+            message = _parse_message(line)
+            if message is None or "request" not in message or self._on_request is None:
+                continue
+            try:
+                record = RequestRecord.from_json(message["request"])
+            except (KeyError, TypeError, ValueError):
+                log.warning("engine: malformed request report %r", line[:200])
+                continue
+            self._on_request(record)
 
     def _await_handshake(self, timeout: float) -> dict[str, Any] | None:
         """The first JSON object on stdout, or None if stdout closes first (the engine died)."""
@@ -105,7 +139,7 @@ class EngineProcess:
                 raise EngineError(f"The engine did not start within {timeout:.0f} s.", kind="timeout") from None
             if not line:
                 return None
-            message = _parse_handshake(line)
+            message = _parse_message(line)
             if message is not None:
                 return message
 
@@ -171,7 +205,7 @@ class EngineProcess:
             process.wait(timeout=grace)
 
 
-def _parse_handshake(line: bytes) -> dict[str, Any] | None:
+def _parse_message(line: bytes) -> dict[str, Any] | None:
     try:
         message = json.loads(line)
     except (json.JSONDecodeError, UnicodeDecodeError):

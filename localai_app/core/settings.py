@@ -12,10 +12,11 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
-from typing import Any, get_args, get_type_hints
+from typing import Any, get_args, get_origin, get_type_hints
 
 from localai_app.core.atomic import write_text_atomic
 from localai_app.core.estimate import Overrides
+from localai_app.core.serving import DEFAULT_MAX_QUEUE, DEFAULT_PORT
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +32,16 @@ class Sampling:
 
 
 @dataclass
+class LocalApi:
+    """The local API's address and limits (core/serving.py). Its key lives in credentials.json, not here."""
+
+    host: str = "127.0.0.1"
+    port: int = DEFAULT_PORT
+    allowed_origins: list[str] = field(default_factory=list)
+    max_queue: int = DEFAULT_MAX_QUEUE
+
+
+@dataclass
 class Settings:
     sampling: Sampling = field(default_factory=Sampling)
     last_model: str | None = None
@@ -41,6 +52,7 @@ class Settings:
     ui_scale: float = 1.0
     # None: HF_ENDPOINT from the environment, else the public Hub. A mirror's address otherwise.
     hub_endpoint: str | None = None
+    local_api: LocalApi = field(default_factory=LocalApi)
 
     def overrides(self) -> Overrides:
         return Overrides(context=self.context_length, threads=self.threads, gpu_layers=self.gpu_layers)
@@ -70,7 +82,7 @@ def _coerce(cls: type[Any], raw: object) -> Any:
         expected = hints[item.name]
         if is_dataclass(expected):
             setattr(result, item.name, _coerce(expected, value))  # type: ignore[arg-type]
-        elif _matches(value, get_args(expected) or (expected,)):
+        elif _matches(value, (expected,) if get_origin(expected) is list else get_args(expected) or (expected,)):
             setattr(result, item.name, value)
         else:
             log.warning("settings: ignoring %s=%r (expected %s)", item.name, value, expected)
@@ -78,6 +90,8 @@ def _coerce(cls: type[Any], raw: object) -> Any:
 
 
 def _matches(value: object, allowed: tuple[Any, ...]) -> bool:
+    if isinstance(value, list):  # list[str] is the only list a setting holds
+        return all(isinstance(item, str) for item in value) and any(get_origin(kind) is list for kind in allowed)
     if isinstance(value, bool):  # bool is an int subclass; only a bool field takes it
         return bool in allowed
     if isinstance(value, int) and float in allowed:
