@@ -11,7 +11,7 @@ import logging
 import sys
 from pathlib import Path
 
-from localai_app import __version__, cli_conversations, cli_hub
+from localai_app import __version__, cli_conversations, cli_hub, cli_serve
 from localai_app.core import hardware
 from localai_app.core.advice import advise_here
 from localai_app.core.chat_session import ChatSession, Prompt
@@ -63,6 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     chat.add_argument("--conversation", type=int, help="with --save: continue this conversation instead of a new one")
     cli_hub.add_commands(commands)
     cli_conversations.add_commands(commands)
+    _add_load_options(cli_serve.add_command(commands))
     return parser
 
 
@@ -115,6 +116,8 @@ def main(argv: list[str] | None = None) -> int:
             return cli_hub.run(paths, args)
         if args.command in ("conversations", "export"):
             return cli_conversations.run(paths, args)
+        if args.command == "serve":
+            return cli_serve.serve(paths, args, _overrides(args, load_settings(paths.config).overrides()))
         return chat(paths, args)
     except (EngineError, OfflineError, TransientError) as error:  # not the user's doing
         print(f"localai-app: {error}", file=sys.stderr)

@@ -136,7 +136,11 @@ class EngineManager:
         if model.shape is None:
             self.last_plan = None
             return EngineOptions(
-                wanted.context or FALLBACK_CONTEXT, wanted.threads, wanted.gpu_layers or 0, serve=self.serve
+                wanted.context or FALLBACK_CONTEXT,
+                wanted.threads,
+                wanted.gpu_layers or 0,
+                serve=self.serve,
+                model_id=model.name,
             )
         machine = self._machine()
         self._load_machine = machine
@@ -149,7 +153,7 @@ class EngineManager:
                 f"{model.name} will not fit: it {plan.verdict.sentence} (context {plan.context:,} tokens, "
                 f"{plan.gpu_layers} GPU layers). Try {options}. Loading anyway may freeze this computer."
             )
-        return EngineOptions(plan.context, plan.threads, plan.gpu_layers, serve=self.serve)
+        return EngineOptions(plan.context, plan.threads, plan.gpu_layers, serve=self.serve, model_id=model.name)
 
     def _report_request(self, record: RequestRecord) -> None:
         listener = self.on_request
@@ -196,7 +200,7 @@ class EngineManager:
         except ConnectionLostError:
             if self._interrupted.is_set():
                 raise EngineError("Stopped.", kind="stopped") from None
-            raise self._explain_loss() from None
+            raise self.explain_loss() from None
         finally:
             events.close()
 
@@ -213,8 +217,9 @@ class EngineManager:
         if client is not None:
             client.interrupt()
 
-    def _explain_loss(self) -> EngineError:
-        """The connection broke: say why the engine died (and forget it, so the next request starts afresh)."""
+    def explain_loss(self) -> EngineError:
+        """The connection broke or the engine is gone: say why it died (and forget it, so the next request starts
+        afresh)."""
         with self._lock:
             process = self._process
             if process is None:

@@ -54,6 +54,7 @@ class EngineOptions:
     threads: int | None = None
     gpu_layers: int = 0
     serve: ServeOptions | None = None  # also serve the public API (core/serving.py) on these terms
+    model_id: str | None = None  # the model's name in API replies; the file name when None
 
 
 @dataclass(frozen=True)
@@ -89,6 +90,8 @@ class EngineProcess:
         command += ["--context-length", str(self.options.context_length), "--gpu-layers", str(self.options.gpu_layers)]
         if self.options.threads:
             command += ["--threads", str(self.options.threads)]
+        if self.options.model_id:
+            command += ["--model-id", self.options.model_id]
         environment = {**os.environ, TOKEN_VARIABLE: token}
         environment.pop(API_KEY_VARIABLE, None)
         if self.options.serve is not None:

@@ -11,6 +11,7 @@ import ipaddress
 import json
 import secrets
 import textwrap
+import time
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -124,6 +125,12 @@ class RequestRecord:
             completion_tokens=int(document.get("completion_tokens", 0)),
             duration_ms=float(document.get("duration_ms", 0.0)),
         )
+
+    def line(self) -> str:
+        """One line of `localai-app serve`'s log."""
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(self.time))
+        tokens = f"{self.prompt_tokens}+{self.completion_tokens} tokens" if self.prompt_tokens else "-"
+        return f"{when}  {self.client}  {self.method} {self.path}  {self.status}  {tokens}  {self.duration_ms:.0f} ms"
 
 
 def snippets(base_url: str, api_key: str | None, model: str) -> dict[str, str]:

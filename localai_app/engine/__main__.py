@@ -10,6 +10,7 @@ Protocol with the parent (see core/engine_process.py):
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import os
 import socket
@@ -17,7 +18,12 @@ import sys
 import threading
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from localai_app.core.serving import API_KEY_VARIABLE, ServeOptions
+
+if TYPE_CHECKING:
+    from localai_app.engine.runner import Runner
 
 TOKEN_VARIABLE = "LOCALAI_ENGINE_TOKEN"
 EXIT_BAD_REQUEST = 2
@@ -49,13 +55,24 @@ def _probe() -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m localai_app.engine")
     parser.add_argument("--model", type=Path)
+    parser.add_argument("--model-id", help="the model's name in API replies (default: the file name)")
     parser.add_argument("--context-length", type=int, default=4096)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--gpu-layers", type=int, default=0)
     parser.add_argument("--probe", action="store_true", help="print what this llama.cpp build supports, then exit")
+    # The public API (core/serving.py); its key comes in LOCALAI_SERVE_KEY, never on the command line.
+    parser.add_argument("--serve-host")
+    parser.add_argument("--serve-port", type=int)
+    parser.add_argument("--allowed-origin", action="append", default=[])
+    parser.add_argument("--max-queue", type=int, default=8)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
     args = parser.parse_args(argv)
     if args.probe:
         return _probe()
@@ -65,7 +82,20 @@ def main(argv: list[str] | None = None) -> int:
     if not token:
         return _fail("usage", f"{TOKEN_VARIABLE} must be set", EXIT_BAD_REQUEST)
 
+    api_key = os.environ.pop(API_KEY_VARIABLE, "") or None
     threading.Thread(target=_exit_when_stdin_closes, name="stdin-watch", daemon=True).start()
+
+    public_listener = None
+    if args.serve_host is not None:
+        # Bound before the model loads, so a port already taken is reported at once, not after the load.
+        try:
+            public_listener = _listen(args.serve_host, args.serve_port or 0)
+        except OSError as error:
+            return _fail(
+                "port_in_use" if error.errno == errno.EADDRINUSE else "serve_failed",
+                _listen_failure(args.serve_host, args.serve_port, error),
+                EXIT_BAD_REQUEST,
+            )
 
     # Check the header with the bounded reader first: most bad files get a clear sentence here, before llama.cpp
     # (which aborts the whole process on many of them) ever sees the file.
@@ -84,26 +114,68 @@ def main(argv: list[str] | None = None) -> int:
     from localai_app.engine.templates import TemplateError
 
     try:
-        runner = Runner(args.model, context_length=context_length, threads=args.threads, gpu_layers=args.gpu_layers)
+        runner = Runner(
+            args.model,
+            context_length=context_length,
+            threads=args.threads,
+            gpu_layers=args.gpu_layers,
+            model_id=args.model_id,
+        )
     except TemplateError as error:
         return _fail("bad_file", f"{args.model.name}: {error}", EXIT_LOAD_FAILED)
     except (ValueError, RuntimeError, OSError) as error:
         return _fail("load_failed", f"llama.cpp could not load {args.model.name}: {error}", EXIT_LOAD_FAILED)
 
+    _serve(runner, token, args, api_key, public_listener)
+    return 0
+
+
+def _serve(
+    runner: Runner, token: str, args: argparse.Namespace, api_key: str | None, public_listener: socket.socket | None
+) -> None:
+    """Serve the app's own API on a private loopback port and, when asked, the public API; until stdin closes."""
     import uvicorn
 
-    from localai_app.engine.server import create_app
+    from localai_app.engine.gateway import ByListener, public_app
+    from localai_app.engine.server import api_app, create_app
+    from localai_app.engine.turns import API, Turns
 
-    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(64)
+    listener = _listen("127.0.0.1", 0)
     port = listener.getsockname()[1]
-    config = uvicorn.Config(
-        create_app(runner, token), log_level="warning", access_log=False, lifespan="off", timeout_keep_alive=30
-    )
-    _say({"ready": {"port": port, "pid": os.getpid(), "model": asdict(runner.description)}})
-    uvicorn.Server(config).run(sockets=[listener])
-    return 0
+    turns = Turns(max_waiting_api=args.max_queue)
+    app = create_app(runner, token, turns)
+    ready: dict[str, Any] = {"port": port, "pid": os.getpid(), "model": asdict(runner.description)}
+    sockets = [listener]
+    if public_listener is not None:
+        public_port = public_listener.getsockname()[1]
+        public = public_app(
+            api_app(runner, turns, API),
+            api_key=api_key,
+            allowed_origins=args.allowed_origin,
+            report=lambda record: _say({"request": record}),
+        )
+        app = ByListener(app, public, public_port)
+        sockets.append(public_listener)
+        ready["serving"] = ServeOptions(host=args.serve_host, port=public_port).base_url
+    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off", timeout_keep_alive=30)
+    _say({"ready": ready})
+    uvicorn.Server(config).run(sockets=sockets)
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    # create_server sets SO_REUSEADDR, so an engine restarted for another model can take the same port at once.
+    return socket.create_server((host, port), family=family, backlog=128, dualstack_ipv6=host == "::")
+
+
+def _listen_failure(host: str, port: int | None, error: OSError) -> str:
+    if error.errno == errno.EADDRINUSE:
+        return f"Port {port} on {host} is already in use (by another program or copy of this app); choose another."
+    if error.errno == errno.EACCES:
+        return f"This user may not listen on port {port}; choose a port above 1024."
+    if error.errno == errno.EADDRNOTAVAIL:
+        return f"{host} is not an address of this computer."
+    return f"Cannot listen on {host}:{port}: {error.strerror or error}."
 
 
 if __name__ == "__main__":

@@ -1,15 +1,66 @@
-"""Request bodies the engine accepts: the OpenAI fields it serves, validated and bounded before llama.cpp."""
+"""Request bodies the engine accepts: the OpenAI fields it serves, validated and bounded before llama.cpp.
+
+Every count and size is bounded here, so a request that would cost unbounded time or memory gets a 400 and never
+reaches llama.cpp.
+"""
 
 from __future__ import annotations
 
-from typing import Literal
+import json
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from localai_app.engine.runner import Sampling
 
 MAX_PROMPT_CHARS = 4_000_000
 MAX_TOKENS = 1_000_000
+MAX_MESSAGES = 10_000
+MAX_TOP_LOGPROBS = 20
+# A JSON schema becomes a llama.cpp grammar whose size grows with the schema; these keep it small enough to
+# compile in milliseconds.
+MAX_SCHEMA_BYTES = 32_768
+MAX_SCHEMA_DEPTH = 16
+
+
+class JsonSchemaFormat(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    name: str = Field(default="response", max_length=64)
+    schema_: dict[str, Any] = Field(default_factory=dict, alias="schema")
+    strict: bool | None = None
+
+    @field_validator("schema_")
+    @classmethod
+    def _bounded(cls, schema: dict[str, Any]) -> dict[str, Any]:
+        if len(json.dumps(schema)) > MAX_SCHEMA_BYTES:
+            raise ValueError(f"the JSON schema is larger than {MAX_SCHEMA_BYTES} bytes")
+        if _depth(schema) > MAX_SCHEMA_DEPTH:
+            raise ValueError(f"the JSON schema is nested deeper than {MAX_SCHEMA_DEPTH} levels")
+        return schema
+
+
+class ResponseFormat(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: JsonSchemaFormat | None = None
+
+    def grammar_schema(self) -> str | None:
+        """The schema the reply must follow, as JSON text; "{}" means any JSON object; None: free text."""
+        if self.type == "text":
+            return None
+        if self.type == "json_object" or self.json_schema is None:
+            return json.dumps({"type": "object"})
+        return json.dumps(self.json_schema.schema_ or {"type": "object"})
+
+
+def _depth(value: object) -> int:
+    if isinstance(value, dict):
+        return 1 + max((_depth(item) for item in value.values()), default=0)
+    if isinstance(value, list):
+        return 1 + max((_depth(item) for item in value), default=0)
+    return 0
 
 
 class _Common(BaseModel):
@@ -24,8 +75,10 @@ class _Common(BaseModel):
     top_k: int = Field(default=40, ge=0, le=100_000)
     min_p: float = Field(default=0.05, ge=0.0, le=1.0)
     repeat_penalty: float = Field(default=1.0, gt=0.0, le=10.0)
-    seed: int | None = None
+    seed: int | None = Field(default=None, ge=-(2**63), lt=2**64)
     stop: str | list[str] | None = Field(default=None)
+    n: int = Field(default=1, ge=1, le=1)  # one choice per request: ask again for more
+    response_format: ResponseFormat | None = None
 
     def stops(self) -> tuple[str, ...]:
         if self.stop is None:
@@ -46,26 +99,51 @@ class _Common(BaseModel):
             seed=self.seed,
             stop=self.stops(),
             top_logprobs=top_logprobs,
+            json_schema=self.response_format.grammar_schema() if self.response_format else None,
         )
 
 
 class CompletionRequest(_Common):
     prompt: str = Field(max_length=MAX_PROMPT_CHARS)
-    logprobs: int | None = Field(default=None, ge=0, le=20)
+    logprobs: int | None = Field(default=None, ge=0, le=MAX_TOP_LOGPROBS)
+
+
+class TextPart(BaseModel):
+    """A part of a message's content given as a list, as newer OpenAI clients send it; only text is served."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    type: Literal["text"]
+    text: str = Field(max_length=MAX_PROMPT_CHARS)
 
 
 class ChatMessage(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
-    role: Literal["system", "user", "assistant"]
-    content: str = Field(max_length=MAX_PROMPT_CHARS)
+    role: Literal["system", "developer", "user", "assistant"]
+    content: str | list[TextPart] = Field(max_length=MAX_PROMPT_CHARS)
+
+    def for_template(self) -> dict[str, str]:
+        # "developer" is OpenAI's newer name for the system role; chat templates know only "system".
+        role = "system" if self.role == "developer" else self.role
+        text = self.content if isinstance(self.content, str) else "".join(part.text for part in self.content)
+        return {"role": role, "content": text}
 
 
 class ChatRequest(_Common):
-    messages: list[ChatMessage] = Field(min_length=1, max_length=10_000)
+    messages: list[ChatMessage] = Field(min_length=1, max_length=MAX_MESSAGES)
     logprobs: bool = False
-    top_logprobs: int | None = Field(default=None, ge=0, le=20)
+    top_logprobs: int | None = Field(default=None, ge=0, le=MAX_TOP_LOGPROBS)
     continue_final_message: bool = False  # vLLM's name: go on with the last (assistant) message
+    tools: list[Any] | None = None
+
+    @field_validator("tools")
+    @classmethod
+    def _no_tools(cls, tools: list[Any] | None) -> list[Any] | None:
+        # Refused, not ignored: an agent would otherwise wait for tool calls that never come.
+        if tools:
+            raise ValueError("tool calls are not supported by this server; send the request without tools")
+        return tools
 
     def wanted_logprobs(self) -> int | None:
         return (self.top_logprobs or 0) if self.logprobs else None
@@ -78,4 +156,4 @@ class TokenizeRequest(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     prompt: str | None = Field(default=None, max_length=MAX_PROMPT_CHARS)
-    messages: list[ChatMessage] | None = Field(default=None, min_length=1, max_length=10_000)
+    messages: list[ChatMessage] | None = Field(default=None, min_length=1, max_length=MAX_MESSAGES)

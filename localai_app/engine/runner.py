@@ -18,6 +18,7 @@ from pathlib import Path
 
 import llama_cpp
 import numpy as np
+from llama_cpp.llama_grammar import LlamaGrammar
 
 from localai_app.engine.templates import ChatTemplate
 
@@ -41,6 +42,7 @@ class Sampling:
     seed: int | None = None
     stop: tuple[str, ...] = ()
     top_logprobs: int | None = None  # None: no probabilities; 0: the chosen token's only
+    json_schema: str | None = None  # the reply must be JSON following this schema (OpenAI's response_format)
 
 
 @dataclass(frozen=True)
@@ -86,7 +88,16 @@ class ModelDescription:
 
 
 class Runner:
-    def __init__(self, model_path: Path, *, context_length: int, threads: int | None, gpu_layers: int) -> None:
+    def __init__(
+        self,
+        model_path: Path,
+        *,
+        context_length: int,
+        threads: int | None,
+        gpu_layers: int,
+        model_id: str | None = None,
+    ) -> None:
+        """`model_id` names the model in API replies (the app's library name); the file name by default."""
         self.model_path = model_path
         self.llama = llama_cpp.Llama(
             model_path=str(model_path),
@@ -113,7 +124,7 @@ class Runner:
         )
         architecture = metadata.get("general.architecture", "")
         self.description = ModelDescription(
-            id=model_path.name,
+            id=model_id or model_path.name,
             path=str(model_path),
             context_length=self.llama.n_ctx(),
             training_context_length=int(metadata.get(f"{architecture}.context_length", 0) or 0),
@@ -149,21 +160,40 @@ class Runner:
         # look-alike special tokens kept as literal text, so user input cannot forge turn markers.
         return self.llama.tokenize(text.encode("utf-8"), add_bos=not rendered_chat, special=rendered_chat)
 
-    def generate(
-        self, prompt_tokens: list[int], sampling: Sampling, cancel: threading.Event
-    ) -> Iterator[TextPiece | Finished]:
-        """Stream text for `prompt_tokens`. One generation at a time: a second caller waits for the first."""
+    def check(self, prompt_tokens: list[int], sampling: Sampling) -> LlamaGrammar | None:
+        """Refuse what cannot be served before anything streams; the grammar `sampling` asks for, compiled."""
         context = self.llama.n_ctx()
         if len(prompt_tokens) >= context:
             raise RequestError(
                 f"the prompt is {len(prompt_tokens)} tokens, more than the {context}-token context; shorten it"
             )
-        max_tokens = min(sampling.max_tokens, context - len(prompt_tokens))
+        if sampling.json_schema is None:
+            return None
+        try:
+            return LlamaGrammar.from_json_schema(sampling.json_schema, verbose=False)
+        except (ValueError, KeyError, TypeError, RecursionError) as error:
+            raise RequestError(f"this JSON schema cannot be turned into a grammar: {error}") from None
+
+    def generate(
+        self,
+        prompt_tokens: list[int],
+        sampling: Sampling,
+        cancel: threading.Event,
+        grammar: LlamaGrammar | None = None,
+    ) -> Iterator[TextPiece | Finished]:
+        """Stream text for `prompt_tokens` (passed through `check` first). One generation at a time: a second
+        caller waits for the first."""
+        max_tokens = min(sampling.max_tokens, self.llama.n_ctx() - len(prompt_tokens))
         with self._lock:
-            yield from self._generate_locked(prompt_tokens, sampling, max_tokens, cancel)
+            yield from self._generate_locked(prompt_tokens, sampling, max_tokens, cancel, grammar)
 
     def _generate_locked(
-        self, prompt_tokens: list[int], sampling: Sampling, max_tokens: int, cancel: threading.Event
+        self,
+        prompt_tokens: list[int],
+        sampling: Sampling,
+        max_tokens: int,
+        cancel: threading.Event,
+        grammar: LlamaGrammar | None,
     ) -> Iterator[TextPiece | Finished]:
         self.llama.set_seed(sampling.seed if sampling.seed is not None else random.randrange(2**31))
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
@@ -183,6 +213,7 @@ class Runner:
             min_p=sampling.min_p,
             temp=sampling.temperature,
             repeat_penalty=sampling.repeat_penalty,
+            grammar=grammar,
         )
         try:
             for token in tokens:

@@ -14,9 +14,11 @@ import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import psutil
+from llama_cpp.llama_grammar import LlamaGrammar
 from pydantic import BaseModel, ValidationError
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -28,13 +30,19 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from localai_app.engine.protocol import ChatRequest, CompletionRequest, TokenizeRequest
 from localai_app.engine.runner import Finished, RequestError, Runner, Sampling, TextPiece, TokenLogprob
 from localai_app.engine.templates import TemplateError
+from localai_app.engine.turns import APP, QueueFullError, Ticket, Turns
 
 MAX_BODY_BYTES = 16 * 1024 * 1024
 _END = object()
 
 
-def error_response(status: int, message: str, kind: str = "invalid_request_error") -> JSONResponse:
-    return JSONResponse({"error": {"message": message, "type": kind, "code": status}}, status_code=status)
+def error_response(
+    status: int, message: str, kind: str = "invalid_request_error", headers: dict[str, str] | None = None
+) -> JSONResponse:
+    """An error in OpenAI's format, which its clients turn into typed exceptions."""
+    return JSONResponse(
+        {"error": {"message": message, "type": kind, "code": status}}, status_code=status, headers=headers
+    )
 
 
 class BearerAuth:
@@ -54,8 +62,12 @@ class BearerAuth:
 
 
 class EngineAPI:
-    def __init__(self, runner: Runner) -> None:
+    """The routes, for one listener: the app's own (priority APP) or the public API (priority API)."""
+
+    def __init__(self, runner: Runner, turns: Turns, priority: int) -> None:
         self.runner = runner
+        self.turns = turns
+        self.priority = priority
 
     def routes(self) -> list[Route]:
         return [
@@ -98,6 +110,7 @@ class EngineAPI:
         if isinstance(body, Response):
             return body
         return await self._respond(
+            request,
             body.stream,
             lambda: self.runner.tokenize(body.prompt, rendered_chat=False),
             lambda: body.sampling(body.logprobs),
@@ -108,8 +121,9 @@ class EngineAPI:
         body = await _parse(request, ChatRequest)
         if isinstance(body, Response):
             return body
-        messages = [message.model_dump() for message in body.messages]
+        messages = [message.for_template() for message in body.messages]
         return await self._respond(
+            request,
             body.stream,
             lambda: self.runner.tokenize(
                 self.runner.chat_prompt(messages, continue_final=body.continue_final_message), rendered_chat=True
@@ -127,7 +141,7 @@ class EngineAPI:
 
         def count() -> int:
             if body.messages is not None:
-                rendered = self.runner.chat_prompt([message.model_dump() for message in body.messages])
+                rendered = self.runner.chat_prompt([message.for_template() for message in body.messages])
                 return len(self.runner.tokenize(rendered, rendered_chat=True))
             return len(self.runner.tokenize(body.prompt or "", rendered_chat=False))
 
@@ -139,6 +153,7 @@ class EngineAPI:
 
     async def _respond(
         self,
+        request: Request,
         stream: bool,
         make_tokens: Callable[[], list[int]],
         make_sampling: Callable[[], Sampling],
@@ -147,39 +162,60 @@ class EngineAPI:
         try:
             tokens = make_tokens()
             sampling = make_sampling()
+            grammar = self.runner.check(tokens, sampling)
         except (RequestError, TemplateError, ValueError) as error:
             return error_response(400, str(error))
+        try:
+            ticket = self.turns.admit(self.priority)
+        except QueueFullError as error:
+            return error_response(429, str(error), "rate_limit_error", {"Retry-After": str(error.retry_after)})
+        job = _Job(tokens, sampling, grammar, ticket)
         if stream:
-            return StreamingResponse(
-                self._sse(tokens, sampling, shape),
+            return _JobResponse(
+                job,
+                self.turns,
+                self._sse(request, job, shape),
                 media_type="text/event-stream",
                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
             )
-        events = [event async for event in self._pieces(tokens, sampling)]
+        watcher = asyncio.create_task(_cancel_on_disconnect(request, job.cancel))
+        try:
+            events = [event async for event in self._pieces(job)]
+        finally:
+            watcher.cancel()
+            _end_job(job, self.turns)
         failure = next((event for event in events if isinstance(event, Exception)), None)
         if failure is not None:
             return error_response(500, f"generation failed: {failure}", "server_error")
-        return JSONResponse(shape.whole([event for event in events if not isinstance(event, Exception)]))
+        pieces = [event for event in events if not isinstance(event, Exception)]
+        _note_usage(request, pieces[-1] if pieces else None)
+        return JSONResponse(shape.whole(pieces))
 
-    async def _sse(self, tokens: list[int], sampling: Sampling, shape: _Shape) -> AsyncIterator[bytes]:
-        async for event in self._pieces(tokens, sampling):
+    async def _sse(self, request: Request, job: _Job, shape: _Shape) -> AsyncIterator[bytes]:
+        async for event in self._pieces(job):
             if isinstance(event, Exception):
                 payload = {"error": {"message": f"generation failed: {event}", "type": "server_error"}}
                 yield b"data: " + json.dumps(payload).encode() + b"\n\n"
                 return
+            _note_usage(request, event)
             yield b"data: " + json.dumps(shape.chunk(event)).encode() + b"\n\n"
         yield b"data: [DONE]\n\n"
 
-    async def _pieces(self, tokens: list[int], sampling: Sampling) -> AsyncIterator[TextPiece | Finished | Exception]:
-        """Run generation on a thread; yield its events here. Leaving early (client gone) cancels it."""
+    async def _pieces(self, job: _Job) -> AsyncIterator[TextPiece | Finished | Exception]:
+        """Wait for the job's turn and generate on a thread; yield its events here. Leaving early (client gone)
+        cancels it, whether it is still queued or generating."""
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[object] = asyncio.Queue()
-        cancel = threading.Event()
 
         def produce() -> None:
             try:
-                for event in self.runner.generate(tokens, sampling, cancel):
-                    loop.call_soon_threadsafe(queue.put_nowait, event)
+                if not self.turns.wait(job.ticket, job.cancel):
+                    return
+                try:
+                    for event in self.runner.generate(job.tokens, job.sampling, job.cancel, job.grammar):
+                        loop.call_soon_threadsafe(queue.put_nowait, event)
+                finally:
+                    self.turns.done(job.ticket)
             except Exception as error:  # reported to the client as a server error, never lost
                 loop.call_soon_threadsafe(queue.put_nowait, error)
             finally:
@@ -190,9 +226,52 @@ class EngineAPI:
             while (event := await queue.get()) is not _END:
                 yield event  # type: ignore[misc]
         finally:
-            # Not awaited: cancellation may be what brought us here. The runner's lock makes the next request
-            # wait for this generation to notice the flag, which it does at the next token.
-            cancel.set()
+            # Not awaited: cancellation may be what brought us here. The generation notices the flag at its next
+            # token (or prompt chunk), a queued job when it next looks.
+            job.cancel.set()
+
+
+@dataclass
+class _Job:
+    tokens: list[int]
+    sampling: Sampling
+    grammar: LlamaGrammar | None
+    ticket: Ticket
+    cancel: threading.Event = field(default_factory=threading.Event)
+
+
+def _end_job(job: _Job, turns: Turns) -> None:
+    """However the response ended, the job gives up its place: a queue slot must never leak."""
+    job.cancel.set()
+    turns.withdraw(job.ticket)
+
+
+class _JobResponse(StreamingResponse):
+    """A stream that releases its queue place even when the client left before the body began (Starlette then
+    never starts the body's generator, so its own cleanup would never run)."""
+
+    def __init__(self, job: _Job, turns: Turns, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._job, self._turns = job, turns
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            _end_job(self._job, self._turns)
+
+
+async def _cancel_on_disconnect(request: Request, cancel: threading.Event) -> None:
+    """For a reply sent whole: the body is read, so the next ASGI message can only be the client leaving."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+    cancel.set()
+
+
+def _note_usage(request: Request, event: TextPiece | Finished | None) -> None:
+    """Token counts for the request log (engine/gateway.py reads them when the response ends)."""
+    if isinstance(event, Finished):
+        request.state.usage = (event.prompt_tokens, event.completion_tokens)
 
 
 async def _parse(request: Request, model: type[BaseModel]) -> Any:
@@ -332,9 +411,13 @@ class _ChatShape(_Shape):
         return self.envelope(choice, finished)
 
 
-def create_app(runner: Runner, token: str) -> ASGIApp:
-    api = EngineAPI(runner)
-    return BearerAuth(Starlette(routes=api.routes()), token)
+def api_app(runner: Runner, turns: Turns, priority: int) -> Starlette:
+    return Starlette(routes=EngineAPI(runner, turns, priority).routes())
+
+
+def create_app(runner: Runner, token: str, turns: Turns | None = None) -> ASGIApp:
+    """The app's own listener: its requests go ahead of API traffic waiting in `turns`."""
+    return BearerAuth(api_app(runner, turns or Turns(max_waiting_api=0), APP), token)
 
 
 def peak_resident_bytes() -> int:
