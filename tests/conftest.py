@@ -27,6 +27,11 @@ def tiny_chat_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_embedding_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_tiny_model(tmp_path_factory.mktemp("models") / "tiny-embed.gguf", embedding=True)
+
+
+@pytest.fixture(scope="session")
 def starter_model() -> Path:
     return starter.ensure_starter()
 

@@ -107,7 +107,10 @@ def main(argv: list[str] | None = None) -> int:
     except ModelFileError as error:
         return _fail("bad_file", str(error), EXIT_LOAD_FAILED)
     # Past its training length a model degrades into nonsense, and the KV cache costs memory for nothing.
-    trained = header.integer(f"{header.string('general.architecture')}.context_length")
+    architecture = header.string("general.architecture")
+    trained = header.integer(f"{architecture}.context_length")
+    # Embedding models name how they pool token vectors into one; 0 means none (a text model).
+    embeddings = bool(header.integer(f"{architecture}.pooling_type"))
     context_length = min(args.context_length, trained) if trained else args.context_length
 
     from localai_app.engine.runner import Runner
@@ -120,6 +123,7 @@ def main(argv: list[str] | None = None) -> int:
             threads=args.threads,
             gpu_layers=args.gpu_layers,
             model_id=args.model_id,
+            embeddings=embeddings,
         )
     except TemplateError as error:
         return _fail("bad_file", f"{args.model.name}: {error}", EXIT_LOAD_FAILED)

@@ -21,6 +21,7 @@ MAX_TOP_LOGPROBS = 20
 # compile in milliseconds.
 MAX_SCHEMA_BYTES = 32_768
 MAX_SCHEMA_DEPTH = 16
+MAX_EMBEDDING_INPUTS = 2048  # OpenAI's own limit per request
 
 
 class JsonSchemaFormat(BaseModel):
@@ -157,3 +158,16 @@ class TokenizeRequest(BaseModel):
 
     prompt: str | None = Field(default=None, max_length=MAX_PROMPT_CHARS)
     messages: list[ChatMessage] | None = Field(default=None, min_length=1, max_length=MAX_MESSAGES)
+
+
+class EmbeddingsRequest(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    model: str | None = None
+    input: str | list[str] = Field(min_length=1, max_length=MAX_EMBEDDING_INPUTS)
+    # The official clients ask for base64 (float32 little-endian) unless told otherwise.
+    encoding_format: Literal["float", "base64"] = "float"
+    dimensions: int | None = Field(default=None, ge=1)
+
+    def texts(self) -> list[str]:
+        return [self.input] if isinstance(self.input, str) else self.input

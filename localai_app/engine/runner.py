@@ -85,6 +85,7 @@ class ModelDescription:
     training_context_length: int
     has_chat_template: bool
     vocabulary_size: int
+    makes_embeddings: bool  # an embedding model (its header names a pooling): vectors, not text
 
 
 class Runner:
@@ -96,8 +97,10 @@ class Runner:
         threads: int | None,
         gpu_layers: int,
         model_id: str | None = None,
+        embeddings: bool = False,
     ) -> None:
-        """`model_id` names the model in API replies (the app's library name); the file name by default."""
+        """`model_id` names the model in API replies (the app's library name); the file name by default.
+        `embeddings`: an embedding model, loaded to make vectors (/v1/embeddings) instead of text."""
         self.model_path = model_path
         self.llama = llama_cpp.Llama(
             model_path=str(model_path),
@@ -105,6 +108,7 @@ class Runner:
             n_threads=threads,
             n_gpu_layers=gpu_layers,
             logits_all=False,
+            embedding=embeddings,
             # verbose keeps llama.cpp's own log lines on stderr, where the supervisor classifies failures.
             verbose=True,
         )
@@ -130,6 +134,7 @@ class Runner:
             training_context_length=int(metadata.get(f"{architecture}.context_length", 0) or 0),
             has_chat_template=self.chat_template is not None,
             vocabulary_size=self._n_vocab,
+            makes_embeddings=embeddings,
         )
 
     def _token_text(self, token: int) -> str:
@@ -162,6 +167,10 @@ class Runner:
 
     def check(self, prompt_tokens: list[int], sampling: Sampling) -> LlamaGrammar | None:
         """Refuse what cannot be served before anything streams; the grammar `sampling` asks for, compiled."""
+        if self.description.makes_embeddings:
+            raise RequestError(
+                f"{self.description.id} is an embedding model: it makes vectors (/v1/embeddings), not text"
+            )
         context = self.llama.n_ctx()
         if len(prompt_tokens) >= context:
             raise RequestError(
@@ -173,6 +182,21 @@ class Runner:
             return LlamaGrammar.from_json_schema(sampling.json_schema, verbose=False)
         except (ValueError, KeyError, TypeError, RecursionError) as error:
             raise RequestError(f"this JSON schema cannot be turned into a grammar: {error}") from None
+
+    def embed(self, texts: list[str]) -> tuple[list[list[float]], int]:
+        """Unit-length vectors for `texts` (as OpenAI's are), and how many tokens they took."""
+        if not self.description.makes_embeddings:
+            raise RequestError(
+                f"{self.description.id} makes text, not embeddings: load an embedding model to use /v1/embeddings"
+            )
+        limit = min(self.llama.n_ctx(), self.llama.n_batch)
+        for index, text in enumerate(texts):
+            length = len(self.tokenize(text, rendered_chat=False))
+            if length > limit:
+                raise RequestError(f"input {index} is {length} tokens; this model embeds at most {limit} at once")
+        with self._lock:
+            vectors, tokens = self.llama.embed(texts, normalize=True, truncate=False, return_count=True)
+        return vectors, tokens
 
     def generate(
         self,

@@ -7,6 +7,7 @@ blocks llama.cpp and a client that goes away stops its generation at the next to
 from __future__ import annotations
 
 import asyncio
+import base64
 import hmac
 import json
 import sys
@@ -17,6 +18,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import psutil
 from llama_cpp.llama_grammar import LlamaGrammar
 from pydantic import BaseModel, ValidationError
@@ -27,7 +29,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from localai_app.engine.protocol import ChatRequest, CompletionRequest, TokenizeRequest
+from localai_app.engine.protocol import ChatRequest, CompletionRequest, EmbeddingsRequest, TokenizeRequest
 from localai_app.engine.runner import Finished, RequestError, Runner, Sampling, TextPiece, TokenLogprob
 from localai_app.engine.templates import TemplateError
 from localai_app.engine.turns import APP, QueueFullError, Ticket, Turns
@@ -76,6 +78,7 @@ class EngineAPI:
             Route("/v1/completions", self.completions, methods=["POST"]),
             Route("/v1/chat/completions", self.chat_completions, methods=["POST"]),
             Route("/v1/tokenize", self.tokenize, methods=["POST"]),
+            Route("/v1/embeddings", self.embeddings, methods=["POST"]),
         ]
 
     async def health(self, request: Request) -> Response:
@@ -99,6 +102,7 @@ class EngineAPI:
                             "training_context_length": description.training_context_length,
                             "has_chat_template": description.has_chat_template,
                             "vocabulary_size": description.vocabulary_size,
+                            "makes_embeddings": description.makes_embeddings,
                         },
                     }
                 ],
@@ -150,6 +154,49 @@ class EngineAPI:
         except (RequestError, TemplateError) as error:
             return error_response(400, str(error))
         return JSONResponse({"tokens": tokens, "context_length": self.runner.llama.n_ctx()})
+
+    async def embeddings(self, request: Request) -> Response:
+        body = await _parse(request, EmbeddingsRequest)
+        if isinstance(body, Response):
+            return body
+        width = self.runner.llama.n_embd()
+        if body.dimensions is not None and body.dimensions != width:
+            return error_response(400, f"this model makes vectors of {width} dimensions only")
+        try:
+            ticket = self.turns.admit(self.priority)
+        except QueueFullError as error:
+            return error_response(429, str(error), "rate_limit_error", {"Retry-After": str(error.retry_after)})
+        cancel = threading.Event()
+
+        def embed_in_turn() -> tuple[list[list[float]], int] | None:
+            if not self.turns.wait(ticket, cancel):
+                return None
+            try:
+                return self.runner.embed(body.texts())
+            finally:
+                self.turns.done(ticket)
+
+        try:
+            result = await run_in_threadpool(embed_in_turn)
+        except RequestError as error:
+            return error_response(400, str(error))
+        finally:
+            cancel.set()
+            self.turns.withdraw(ticket)
+        assert result is not None  # nothing cancels the wait while this handler awaits it
+        vectors, tokens = result
+        request.state.usage = (tokens, 0)
+        return JSONResponse(
+            {
+                "object": "list",
+                "model": self.runner.description.id,
+                "data": [
+                    {"object": "embedding", "index": index, "embedding": _encoded(vector, body.encoding_format)}
+                    for index, vector in enumerate(vectors)
+                ],
+                "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+            }
+        )
 
     async def _respond(
         self,
@@ -266,6 +313,12 @@ async def _cancel_on_disconnect(request: Request, cancel: threading.Event) -> No
     while (await request.receive())["type"] != "http.disconnect":
         pass
     cancel.set()
+
+
+def _encoded(vector: list[float], encoding: str) -> list[float] | str:
+    if encoding == "base64":
+        return base64.b64encode(np.asarray(vector, dtype="<f4").tobytes()).decode("ascii")
+    return vector
 
 
 def _note_usage(request: Request, event: TextPiece | Finished | None) -> None:

@@ -271,6 +271,29 @@ def test_a_client_that_gives_up_on_a_whole_reply_stops_its_generation(starter_se
     assert time.monotonic() - left_at < 3.0
 
 
+def test_an_embedding_model_serves_unit_vectors_and_a_text_model_says_it_makes_none(
+    tiny_served: Served, tiny_embedding_model: Path, tmp_path: Path
+) -> None:
+    with pytest.raises(openai.BadRequestError, match="makes text, not embeddings"):
+        tiny_served.client().embeddings.create(model="tiny-chat", input="hello")
+    with serving(tiny_embedding_model, tmp_path, "--api-key", KEY) as served:
+        client = served.client()
+        # The client asks for base64 by default and decodes it; floats are asked for explicitly here.
+        packed = client.embeddings.create(model="tiny-embed", input=["hello world", "hi"])
+        plain = client.embeddings.create(model="tiny-embed", input=["hello world", "hi"], encoding_format="float")
+        assert [item.index for item in packed.data] == [0, 1]
+        for a, b in zip(packed.data, plain.data, strict=True):
+            assert len(a.embedding) == 64
+            assert abs(sum(value * value for value in a.embedding) - 1.0) < 1e-4
+            assert max(abs(x - y) for x, y in zip(a.embedding, b.embedding, strict=True)) < 1e-6
+        assert packed.data[0].embedding != packed.data[1].embedding
+        assert packed.usage.prompt_tokens > 0
+        with pytest.raises(openai.BadRequestError, match="embedding model"):
+            client.completions.create(model="tiny-embed", prompt="hi", max_tokens=2)
+        with pytest.raises(openai.BadRequestError, match="64 dimensions"):
+            client.embeddings.create(model="tiny-embed", input="hi", dimensions=8)
+
+
 def test_serving_beyond_this_computer_without_a_key_is_refused(tiny_chat_model: Path, tmp_path: Path) -> None:
     refused = run_cli("serve", "--model", str(tiny_chat_model), "--host", "0.0.0.0", basedir=tmp_path)
     assert refused.returncode == 2

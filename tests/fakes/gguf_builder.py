@@ -32,8 +32,14 @@ def _vocabulary() -> tuple[list[str], list[float], list[int]]:
 
 
 def write_tiny_model(
-    path: Path, *, chat_template: str | None = None, architecture: str = "llama", name: str = "Tiny Test"
+    path: Path,
+    *,
+    chat_template: str | None = None,
+    architecture: str = "llama",
+    name: str = "Tiny Test",
+    embedding: bool = False,
 ) -> Path:
+    """`embedding`: declare mean pooling, as embedding models do, so llama.cpp makes one vector per input."""
     rng = np.random.default_rng(1234)
     tokens, scores, types = _vocabulary()
     writer = gguf.GGUFWriter(str(path), architecture)
@@ -57,6 +63,8 @@ def write_tiny_model(
     writer.add_unk_token_id(0)
     if chat_template is not None:
         writer.add_chat_template(chat_template)
+    if embedding:
+        writer.add_pooling_type(gguf.PoolingType.MEAN)
 
     def weights(*shape: int) -> np.ndarray:
         return (rng.standard_normal(shape) * 0.2).astype(np.float32)
