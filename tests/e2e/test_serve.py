@@ -18,6 +18,12 @@ import httpx
 import openai
 import pytest
 
+from localai_app.core.engine_manager import manager_for
+from localai_app.core.estimate import Overrides
+from localai_app.core.library import Library
+from localai_app.core.paths import AppPaths
+from localai_app.core.replies import ReplyStats, SamplingOptions
+from localai_app.core.serving import RequestRecord, ServeOptions
 from localai_app.engine.protocol import MAX_MESSAGES, MAX_SCHEMA_BYTES, MAX_SCHEMA_DEPTH, MAX_TOKENS
 from tests.e2e.test_starter_and_cli import run_cli
 
@@ -228,6 +234,17 @@ def _long_stream(served: Served) -> openai.Stream[openai.types.Completion]:
     )
 
 
+def test_the_starter_completes_text_both_ways_and_says_why_it_cannot_chat(starter_served: Served) -> None:
+    client = starter_served.client()
+    asked = {"model": "gemma", "prompt": "The capital of France is", "max_tokens": 8, "temperature": 0.0, "seed": 1}
+    whole = client.completions.create(**asked)  # type: ignore[call-overload]
+    streamed = client.completions.create(**asked, stream=True)  # type: ignore[call-overload]
+    assert "".join(chunk.choices[0].text for chunk in streamed) == whole.choices[0].text
+    assert whole.choices[0].text.strip() and whole.usage is not None and whole.usage.completion_tokens == 8
+    with pytest.raises(openai.BadRequestError, match="no chat template"):
+        client.chat.completions.create(model="gemma", messages=[{"role": "user", "content": "hi"}], max_tokens=2)
+
+
 def test_past_the_queue_limit_clients_get_429_with_retry_after(starter_served: Served) -> None:
     generating = _long_stream(starter_served)
     next(iter(generating))  # its generation has begun
@@ -309,3 +326,38 @@ def test_a_port_in_use_is_named_in_one_sentence(tiny_chat_model: Path, tmp_path:
     assert refused.returncode == 1
     assert f"Port {port} on 127.0.0.1 is already in use" in refused.stderr and "Traceback" not in refused.stderr
     assert os.environ.get("LOCALAI_SERVE_KEY") is None
+
+
+def test_the_apps_own_reply_goes_ahead_of_queued_api_requests(app_paths: AppPaths, starter_model: Path) -> None:
+    manager = manager_for(app_paths, Overrides(context=2048, threads=2))
+    manager.serve = ServeOptions(port=_free_port())
+    reports: list[RequestRecord] = []
+    manager.on_request = reports.append
+    model = Library(app_paths).find(str(starter_model))
+    finished: list[str] = []
+    try:
+        manager.load(model)
+        assert manager.serving_url == manager.serve.base_url
+        api = openai.OpenAI(base_url=manager.serving_url, api_key="none", max_retries=0)
+        generating = api.completions.create(model="m", prompt="Once upon a time", max_tokens=400, stream=True)
+        next(iter(generating))
+
+        def ask_api(name: str) -> None:
+            api.completions.create(model="m", prompt=f"Note {name}:", max_tokens=20)
+            finished.append(name)
+
+        queued = [threading.Thread(target=ask_api, args=(name,)) for name in ("api-1", "api-2")]
+        for thread in queued:
+            thread.start()
+        time.sleep(1.0)  # both wait behind the generating request now
+        own = list(manager.stream(model, "Hello", SamplingOptions(max_tokens=2)))
+        finished.append("app")
+        assert isinstance(own[-1], ReplyStats)
+        generating.close()
+        for thread in queued:
+            thread.join(timeout=120)
+        assert finished == ["app", "api-1", "api-2"]
+        api.close()
+    finally:
+        manager.shutdown()
+    assert [record.path for record in reports if record.status == 200].count("/v1/completions") == 3
