@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass, field
 
 APP, API = 0, 1  # priorities: lower goes first
+FIRST_GUESS_SECONDS = 10.0  # one request's duration before any has been measured
 WAIT_STEP = 0.1  # how often a waiting request checks whether its client is still there
 
 
@@ -38,15 +39,17 @@ class Turns:
         self._waiting: list[Ticket] = []
         self._generating: Ticket | None = None
         self._numbers = itertools.count()
-        self._recent_seconds = 10.0  # a running estimate of one request's duration, for Retry-After
+        self._recent_seconds: float | None = None  # a running estimate of one request's duration, for Retry-After
 
     def admit(self, priority: int) -> Ticket:
         """A place in the queue; QueueFullError for an API request past the limit."""
         with self._condition:
             waiting_api = sum(1 for ticket in self._waiting if ticket.priority == API)
-            if priority == API and waiting_api >= self.max_waiting_api:
+            must_wait = self._generating is not None or bool(self._waiting)
+            if priority == API and must_wait and waiting_api >= self.max_waiting_api:
                 ahead = waiting_api + (self._generating is not None)
-                raise QueueFullError(max(1, math.ceil(ahead * self._recent_seconds)))
+                each = self._recent_seconds if self._recent_seconds is not None else FIRST_GUESS_SECONDS
+                raise QueueFullError(max(1, math.ceil(ahead * each)))
             ticket = Ticket(priority, next(self._numbers))
             self._waiting.append(ticket)
             return ticket
@@ -77,5 +80,7 @@ class Turns:
             if self._generating is ticket:
                 self._generating = None
                 seconds = time.monotonic() - ticket.started
-                self._recent_seconds = 0.8 * self._recent_seconds + 0.2 * seconds
+                # The first measurement replaces the guess outright: a guess averaged in lingers for many requests.
+                previous = self._recent_seconds
+                self._recent_seconds = seconds if previous is None else 0.8 * previous + 0.2 * seconds
             self._condition.notify_all()

@@ -135,6 +135,21 @@ def test_api_requests_past_the_limit_are_refused_with_a_retry_time_but_the_apps_
     turns.admit(API)  # ...so the next one fits
 
 
+def test_retry_after_comes_from_measured_durations() -> None:
+    turns = Turns(max_waiting_api=0)
+    never = threading.Event()
+    first = turns.admit(API)
+    assert turns.wait(first, never)
+    with pytest.raises(QueueFullError) as guessed:
+        turns.admit(API)
+    time.sleep(0.05)
+    turns.done(first)
+    assert turns.wait(turns.admit(API), never)
+    with pytest.raises(QueueFullError) as measured:
+        turns.admit(API)
+    assert guessed.value.retry_after == 10 and measured.value.retry_after == 1
+
+
 def _echo_app() -> Starlette:
     async def echo(request: Request) -> Response:
         request.state.usage = (3, 4)
