@@ -1,5 +1,5 @@
 """Makes the README's screenshots from the real window, offline: real replies of the bundled starter model in the
-conversations view, and the Discover panel against the loopback Hub.
+conversations view, the Discover panel against the loopback Hub, and the Local API panel serving the starter.
 
 QT_QPA_PLATFORM=offscreen PYTHONPATH=. .venv/bin/python docs/screenshots.py
 """
@@ -12,12 +12,14 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import httpx
 from PySide6.QtWidgets import QApplication
 
 import tests  # noqa: F401  (keeps huggingface_hub away from the user's token and the real Hub)
 from localai_app.app import build_window
 from localai_app.core.downloads import RUNNING
 from localai_app.core.paths import AppPaths
+from localai_app.core.serving import DEFAULT_PORT
 from localai_app.core.starter import ensure_starter
 from tests.fakes.hub_server import FakeHub, FakeRepo
 
@@ -82,6 +84,33 @@ def discover(hub: FakeHub, basedir: Path) -> None:
     window.close()
 
 
+def local_api(basedir: Path) -> None:
+    """The Local API panel serving the starter model, after a few calls from another program (one without the key)."""
+    paths = AppPaths.under(basedir).create()
+    window = build_window(paths)
+    window.resize(1400, 900)
+    window.show()
+    wait_until(lambda: window.current_model() is not None)
+    window.local_api_button.click()
+    panel = window.local_api_panel
+    assert panel is not None
+    panel.generate_key_button.click()
+    panel.language.setCurrentText("Python")
+    panel.switch.click()
+    wait_until(lambda: panel.status.text().startswith("Serving"))
+    base = f"http://127.0.0.1:{DEFAULT_PORT}/v1"
+    key = {"Authorization": f"Bearer {panel.key.text()}"}
+    for prompt in ("The capital of France is", "A haiku about the sea:", "def fibonacci(n):"):
+        body = {"model": "gemma", "prompt": prompt, "max_tokens": 24, "seed": 7}
+        httpx.post(f"{base}/completions", headers=key, json=body, timeout=60).raise_for_status()
+    httpx.get(f"{base}/models", headers=key, timeout=10).raise_for_status()
+    httpx.get(f"{base}/models", timeout=10)  # no key: 401, in red
+    wait_until(lambda: panel.log.rowCount() == 5)
+    QApplication.processEvents()
+    window.grab().save(str(DOCS / "local-api.png"))
+    window.close()
+
+
 def main() -> None:
     QApplication.instance() or QApplication([])
     model = ensure_starter()
@@ -104,6 +133,7 @@ def main() -> None:
         os.environ["HF_ENDPOINT"] = hub.url
         conversations(Path(scratch) / "conversations")
         discover(hub, Path(scratch) / "discover")
+        local_api(Path(scratch) / "local-api")
 
 
 if __name__ == "__main__":

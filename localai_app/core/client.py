@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import json
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Iterator
@@ -16,17 +17,28 @@ from typing import Any
 import httpx
 from httpx_sse import SSEError, connect_sse
 
-from localai_app.core.errors import ConnectionLostError, EngineError
+from localai_app.core.errors import ConnectionLostError, EngineError, TokenCountUnavailableError
 from localai_app.core.replies import Delta, ReplyStats, ReplyStream, SamplingOptions, TokenProbability
 
 
 class EngineClient:
-    def __init__(self, base_url: str, api_key: str | None, *, timeout: float = 600.0) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str | None,
+        *,
+        timeout: float = 600.0,
+        model: str | None = None,
+        label: str = "the engine",
+    ) -> None:
+        """`model`: the id requests name (a remote server may offer several; our engine has one and ignores it).
+        `label`: who answers, as error sentences name it ("the engine", "the server gpu-box")."""
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         # Generation can pause for minutes on a long prompt; only connecting must be quick.
-        self._http = httpx.Client(
-            base_url=base_url, headers=headers, timeout=httpx.Timeout(timeout, connect=10.0), trust_env=False
-        )
+        self._timeout = httpx.Timeout(timeout, connect=min(timeout, 10.0))
+        self._http = httpx.Client(base_url=base_url, headers=headers, timeout=self._timeout, trust_env=False)
+        self._model = model
+        self._label = label
         self._reading: set[socket.socket] = set()  # sockets of replies being read now, for interrupt()
         self._reading_lock = threading.Lock()
 
@@ -49,16 +61,21 @@ class EngineClient:
         return self._get_json("/health")
 
     def models(self) -> list[dict[str, Any]]:
-        return list(self._get_json("/v1/models").get("data", []))
+        data = self._get_json("/v1/models").get("data")
+        return [entry for entry in data if isinstance(entry, dict)] if isinstance(data, list) else []
 
     def count_tokens(self, prompt: str | list[dict[str, str]]) -> tuple[int, int]:
         """(tokens in the prompt as the model reads it, the loaded context length)."""
-        body = {"prompt": prompt} if isinstance(prompt, str) else {"messages": prompt}
+        body: dict[str, Any] = {"prompt": prompt} if isinstance(prompt, str) else {"messages": prompt}
         try:
-            response = self._http.post("/v1/tokenize", json=body)
+            response = self._http.post("/v1/tokenize", json=self._named(body))
         except httpx.HTTPError as error:
-            raise ConnectionLostError(f"Cannot reach the engine: {error}.", kind="connection") from None
-        _raise_for_status(response)
+            raise self._unreachable(error) from None
+        if response.status_code in (404, 405):  # our engine's extension, which other servers do not have
+            raise TokenCountUnavailableError(
+                f"{_capital(self._label)} cannot count tokens (it has no /v1/tokenize).", kind="no_tokenizer"
+            )
+        _raise_for_status(response, self._label)
         document = response.json()
         return int(document["tokens"]), int(document["context_length"])
 
@@ -66,10 +83,74 @@ class EngineClient:
         try:
             response = self._http.get(path)
         except httpx.HTTPError as error:
-            raise ConnectionLostError(f"Cannot reach the engine: {error}.", kind="connection") from None
-        _raise_for_status(response)
-        document: dict[str, Any] = response.json()
+            raise self._unreachable(error) from None
+        if response.status_code == 404:
+            raise EngineError(
+                f"{_capital(self._label)} at {self._where} has no {response.url.path} (HTTP 404): check that the "
+                "address is the server's OpenAI-compatible API.",
+                kind="not_found",
+            )
+        _raise_for_status(response, self._label)
+        try:
+            document = response.json()
+        except ValueError:  # a web page, say: the address points at something else
+            document = None
+        if not isinstance(document, dict):
+            raise EngineError(
+                f"{_capital(self._label)} at {self._where} did not answer like an OpenAI-compatible server "
+                f"({path} is not JSON): check the address.",
+                kind="protocol",
+            )
         return document
+
+    def _named(self, body: dict[str, Any]) -> dict[str, Any]:
+        return {"model": self._model, **body} if self._model is not None else body
+
+    @property
+    def _where(self) -> str:
+        return self._http.base_url.netloc.decode("ascii")
+
+    def _unreachable(self, error: httpx.HTTPError) -> ConnectionLostError:
+        """One sentence for a request that could not be made or finished, from the OS error beneath httpx's."""
+        label, where, host = self._label, self._where, self._http.base_url.host
+        causes = list(_causes(error))
+        if isinstance(error, httpx.TimeoutException):
+            seconds = self._timeout.connect if isinstance(error, httpx.ConnectTimeout) else self._timeout.read
+            return ConnectionLostError(
+                f"{_capital(label)} at {where} did not answer within {seconds:g} seconds.", kind="timeout"
+            )
+        if any(isinstance(cause, socket.gaierror) for cause in causes):
+            return ConnectionLostError(
+                f"The host name {host} cannot be found: check {label}'s address and this computer's network.",
+                kind="dns",
+            )
+        untrusted = next((cause for cause in causes if isinstance(cause, ssl.SSLCertVerificationError)), None)
+        if untrusted is not None:
+            return ConnectionLostError(
+                f"The TLS certificate of {where} is not trusted ({untrusted.verify_message}), so {label} was not "
+                "contacted.",
+                kind="tls",
+            )
+        if any(isinstance(cause, ssl.SSLError) for cause in causes):
+            return ConnectionLostError(
+                f"The secure (https) connection to {where} failed: {label} may not speak https on that port "
+                "(try http://).",
+                kind="tls",
+            )
+        if any(isinstance(cause, ConnectionRefusedError) for cause in causes):
+            return ConnectionLostError(
+                f"The connection to {where} was refused: {label} is not running there, or listens on another port.",
+                kind="refused",
+            )
+        if isinstance(error, httpx.ConnectError):
+            return ConnectionLostError(f"Cannot connect to {label} at {where} ({error}).", kind="connection")
+        return ConnectionLostError(f"The connection to {label} was lost.", kind="connection")
+
+    def stream(self, prompt: str | list[dict[str, str]], sampling: SamplingOptions) -> ReplyStream:
+        """A string prompt is text completion, a message list is chat."""
+        if isinstance(prompt, str):
+            return self.stream_completion(prompt, sampling)
+        return self.stream_chat(prompt, sampling)
 
     def stream_completion(self, prompt: str, sampling: SamplingOptions) -> ReplyStream:
         body: dict[str, Any] = {"prompt": prompt, **_sampling_fields(sampling)}
@@ -94,10 +175,10 @@ class EngineClient:
         finished = False
         try:
             with (
-                connect_sse(self._http, "POST", path, json={**body, "stream": True}) as source,
+                connect_sse(self._http, "POST", path, json=self._named({**body, "stream": True})) as source,
                 self._registered(source.response),
             ):
-                _raise_for_status(source.response)
+                _raise_for_status(source.response, self._label)
                 for event in source.iter_sse():
                     if event.data == "[DONE]":
                         break
@@ -115,12 +196,16 @@ class EngineClient:
                     if choice.get("finish_reason"):
                         finished = True
                         yield _stats(chunk, choice["finish_reason"], started, first_text_at, completion_tokens)
-        except (httpx.TransportError, SSEError) as error:
-            raise ConnectionLostError(f"The connection to the engine was lost: {error}.", kind="connection") from None
+        except httpx.TransportError as error:
+            raise self._unreachable(error) from None
+        except SSEError:  # answered, but not with server-sent events
+            raise ConnectionLostError(
+                f"{_capital(self._label)} did not stream its reply (not server-sent events).", kind="protocol"
+            ) from None
         if not finished:
             # A body that simply ends (HTTP/1.0, or a proxy that closes) is a cut-off reply, not a finished one.
             raise ConnectionLostError(
-                "The connection to the engine closed before the reply finished.", kind="connection"
+                f"The connection to {self._label} closed before the reply finished.", kind="connection"
             )
 
     @contextlib.contextmanager
@@ -194,13 +279,34 @@ def _stats(
     )
 
 
-def _raise_for_status(response: httpx.Response) -> None:
-    if response.status_code < 400:
+def _causes(error: BaseException) -> Iterator[BaseException]:
+    """The error and what it was raised from: httpx wraps httpcore's error, which wraps the OS's."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:  # a chain can loop back on itself
+        seen.add(id(current))
+        yield current
+        current = current.__cause__ or current.__context__
+
+
+def _capital(text: str) -> str:
+    return text[:1].upper() + text[1:]
+
+
+def _raise_for_status(response: httpx.Response, label: str) -> None:
+    status = response.status_code
+    if status < 400:
         return
+    if status in (401, 403):
+        raise EngineError(
+            f"{_capital(label)} refused the request (HTTP {status}): the API key is missing or wrong.", kind="auth"
+        )
     try:
         response.read()
-        message = str(response.json()["error"]["message"])
+        message = str(response.json()["error"]["message"]).rstrip(".")
     except (ValueError, KeyError, TypeError, httpx.HTTPError):
-        message = f"HTTP {response.status_code}"
-    kind = "auth" if response.status_code == 401 else "request"
-    raise EngineError(f"The engine refused the request: {message}.", kind=kind)
+        message = f"HTTP {status}"
+    # 404: a remote server that no longer has the model asked for (or lacks the route).
+    raise EngineError(
+        f"{_capital(label)} refused the request: {message}.", kind="not_found" if status == 404 else "request"
+    )

@@ -31,6 +31,10 @@ class ConnectionLostError(EngineError):
     """The server went away mid-request: for the local engine, ask the supervisor why."""
 
 
+class TokenCountUnavailableError(EngineError):
+    """The server cannot count a prompt's tokens (a remote server without our /v1/tokenize): send it unfitted."""
+
+
 class WontFitError(AppError):
     """Loading this model with these settings would exhaust memory: refused unless the user insists."""
 

@@ -29,6 +29,7 @@ DOWNLOAD_RECORD = "source.json"  # written by core/downloads.py next to the file
 BUNDLED = "bundled"
 IN_LIBRARY = "library"
 REFERENCED = "referenced"
+REMOTE = "remote"  # on a remote server (core/remote.py): no file here
 
 _SPLIT_NAME = re.compile(r"^(?P<stem>.+)-(?P<index>\d{5})-of-(?P<count>\d{5})\.gguf$", re.IGNORECASE)
 _QUANT_IN_NAME = re.compile(r"(?:^|[-_.])((?:I?Q\d(?:_[A-Z0-9]+)*)|F16|BF16|F32)(?:[-_.]|$)", re.IGNORECASE)
@@ -67,6 +68,9 @@ class ModelInfo:
     problem: str | None = None  # why the file cannot be used; None when it can
     shape: ModelShape | None = None  # what memory and speed estimates need; None when the header lacks it
     origin: str = ""  # "owner/repo@commit" for a model downloaded from the Hub
+    # The remote server (core/remote.py) that runs it; "" for a file on this machine. A remote model has no file:
+    # its path is empty and nothing local (load, estimates, removal, hashing) applies to it.
+    server: str = ""
 
     @property
     def usable(self) -> bool:

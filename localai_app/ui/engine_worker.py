@@ -1,4 +1,5 @@
-"""The engine seen from the GUI: an EngineManager driven on its own QThread, reporting by queued signals.
+"""The engine seen from the GUI: an EngineManager (or, for a remote model, its server: core/remote.py) driven on
+its own QThread, reporting by queued signals.
 
 Loading a model and reading the token stream block, so they never run on the GUI thread. Stop is a flag the
 stream loop checks at every token; closing the stream makes the engine stop generating.
@@ -14,9 +15,11 @@ from PySide6.QtCore import QObject, Signal, Slot
 from localai_app.core.context import ContextFullError, fit_to_context
 from localai_app.core.conversations import ChatSettings
 from localai_app.core.engine_manager import EngineManager
-from localai_app.core.errors import AppError, WontFitError
+from localai_app.core.errors import AppError, TokenCountUnavailableError, WontFitError
 from localai_app.core.library import ModelInfo
+from localai_app.core.remote import Backends, RemoteBackend
 from localai_app.core.replies import Delta, SamplingOptions
+from localai_app.core.serving import ServeOptions
 
 
 class EngineWorker(QObject):
@@ -31,30 +34,46 @@ class EngineWorker(QObject):
     context_measured = Signal(int, int)  # tokens of the prompt sent, the context length
     context_trimmed = Signal(int)  # how many of the oldest messages were left out of the prompt to fit
     context_full = Signal(str)  # nothing was sent: why, and what the user can do
+    # After a load: the local engine's ModelInfo (None: none runs) and its public API's base URL (None: not served).
+    # A remote model's load leaves that engine running as it was.
+    serving = Signal(object, object)
 
-    def __init__(self, manager: EngineManager) -> None:
+    def __init__(self, manager: EngineManager, remote: RemoteBackend) -> None:
         super().__init__()
         self._manager = manager
+        self._backends = Backends(manager, remote)  # where each model's requests go
         self._default_context = manager.overrides.context
         self._stop = threading.Event()
 
     def request_stop(self) -> None:
         """Thread-safe: called directly from the GUI thread while `generate` runs here."""
         self._stop.set()
-        self._manager.interrupt()  # a reply still in its prompt pass has no token yet to notice the flag at
+        self._backends.interrupt()  # a reply still in its prompt pass has no token yet to notice the flag at
 
     @Slot(object, bool)
     def load(self, model: ModelInfo, insist: bool) -> None:
         self.loading.emit(model.name)
         try:
-            self._manager.load(model, insist=insist)
+            self._backends.load(model, insist=insist)
         except WontFitError as error:
             self.refused.emit(str(error))
         except AppError as error:
             self.load_failed.emit(str(error))
         else:
-            self.planned.emit(self._manager.last_plan)
+            self.planned.emit(self._backends.last_plan)
             self.loaded.emit(model.name)
+            self.serving.emit(self._manager.loaded_model, self._manager.serving_url)
+
+    @Slot(object, object)
+    def serve(self, model: ModelInfo | None, options: ServeOptions | None) -> None:
+        """Serve the public API on `options` (None: stop) from now on, restarting the local engine with `model`
+        (None: with the model it runs, if any).
+
+        Set here, on the worker's thread, so that a load already under way keeps the options it started with."""
+        self._manager.serve = options
+        model = model or self._manager.loaded_model
+        if model is not None:
+            self.load(model, False)
 
     @Slot(object, object, object, object)
     def generate(
@@ -64,19 +83,19 @@ class EngineWorker(QObject):
         (None: the app's setting, else what fits) and its policy for a conversation that outgrows it."""
         self._stop.clear()
         self._manager.overrides = replace(self._manager.overrides, context=chat.context_length or self._default_context)
-        loaded = self._manager.loaded_model
-        if loaded is None or loaded.path != model.path:
+        loaded = self._backends.loaded_model
+        if loaded is None or loaded.name != model.name:
             self.loading.emit(model.name)
         try:
-            self._manager.load(model)
+            self._backends.load(model)
         except WontFitError as error:
             self.refused.emit(str(error))  # the window ends the reply it began
             return
         except AppError as error:
             self.failed.emit(str(error))
             return
-        if loaded is None or loaded.path != model.path:
-            self.planned.emit(self._manager.last_plan)
+        if loaded is None or loaded.name != model.name:
+            self.planned.emit(self._backends.last_plan)
         try:
             prompt = self._fit(model, prompt, sampling, chat.context_policy)
         except ContextFullError as error:
@@ -86,7 +105,7 @@ class EngineWorker(QObject):
             self.failed.emit(str(error))
             return
         try:
-            events = self._manager.stream(model, prompt, sampling)
+            events = self._backends.stream(model, prompt, sampling)
             for event in events:
                 if isinstance(event, Delta):
                     self.delta.emit(event.text)
@@ -106,12 +125,16 @@ class EngineWorker(QObject):
         self, model: ModelInfo, prompt: str | list[dict[str, str]], sampling: SamplingOptions, policy: str
     ) -> str | list[dict[str, str]]:
         """The prompt that fits the loaded context (see core/context.py), measured for the window's gauge."""
-        tokens, context = self._manager.count_tokens(model, prompt)
+        try:
+            tokens, context = self._backends.count_tokens(model, prompt)
+        except TokenCountUnavailableError:  # a remote server that cannot count: sent whole; it says if too long
+            self.context_measured.emit(0, 0)  # unknown: the window hides its gauge
+            return prompt
         if isinstance(prompt, list):
             whole = prompt
 
             def count(messages: list[dict[str, str]]) -> int:
-                return tokens if messages is whole else self._manager.count_tokens(model, messages)[0]
+                return tokens if messages is whole else self._backends.count_tokens(model, messages)[0]
 
             fitted = fit_to_context(prompt, count, context, sampling.max_tokens, policy)
             prompt, tokens = fitted.messages, fitted.tokens
@@ -124,4 +147,4 @@ class EngineWorker(QObject):
 
     @Slot()
     def shutdown(self) -> None:
-        self._manager.shutdown()
+        self._backends.shutdown()

@@ -38,8 +38,10 @@ from localai_app.core.library import Library, ModelInfo
 from localai_app.core.model_shape import ModelShape
 from localai_app.core.paths import AppPaths
 from localai_app.core.reasoning import ReasoningSplitter
+from localai_app.core.remote import RemoteBackend, RemoteServers, list_models
 from localai_app.core.replies import SamplingOptions
 from localai_app.core.settings import Settings, save_settings
+from localai_app.ui.background import run_in_background
 from localai_app.ui.chat_settings_panel import ChatSettingsPanel
 from localai_app.ui.chat_view import ChatView, reply_note
 from localai_app.ui.conversation_sidebar import ConversationSidebar
@@ -47,6 +49,8 @@ from localai_app.ui.conversation_sidebar import ConversationSidebar
 if TYPE_CHECKING:
     from localai_app.core.hub import RepoDetails
     from localai_app.ui.discover_panel import DiscoverPanel
+    from localai_app.ui.local_api_panel import LocalApiPanel
+    from localai_app.ui.remote_servers_dialog import RemoteServersDialog
 from localai_app.ui.engine_worker import EngineWorker
 from localai_app.ui.hardware_panel import HardwarePanel
 from localai_app.ui.library_panel import LibraryPanel
@@ -57,6 +61,12 @@ COMPLETION_MODE_NOTE = (
     "Text completion: this model has no chat template (it is a base model), so it continues your text "
     "instead of answering it."
 )
+
+
+def picker_label(model: ModelInfo) -> str:
+    if model.server:
+        return f"{model.title}  ·  on {model.server}"
+    return f"{model.title}  ·  {model.quantization}  ·  {model.size_label}"
 
 
 class _SendOnEnter(QObject):
@@ -87,9 +97,16 @@ class MainWindow(QMainWindow):
         self.engine_manager = manager
         store, self._store_problem = open_store(paths.data)
         self.session = ChatSession(store)
-        self._models: list[ModelInfo] = []
+        self._models: list[ModelInfo] = []  # the library's, then the remote servers'
+        self._local_models: list[ModelInfo] | None = None  # None until the library has been listed
+        self._remote_models: list[ModelInfo] = []  # from the latest listing of the remote servers
+        self.remote_servers = RemoteServers(paths.config)
+        # The model of the last session may be remote: the servers answer after the library has filled the picker.
+        self._first_choice = settings.last_model
+        self.remote_dialog: RemoteServersDialog | None = None  # built when first opened
         self._busy = False
         self._pieces = 0
+        self.local_api_panel: LocalApiPanel | None = None  # built when first shown, like Discover
 
         self._build_widgets(settings, library)
         self._start_worker(manager)
@@ -195,11 +212,16 @@ class MainWindow(QMainWindow):
         self.mode_label.setObjectName("modeLabel")
         self.library_button = QPushButton("Library")
         self.library_button.setCheckable(True)
+        self.remote_button = QPushButton("Remote servers…")
+        self.remote_button.setToolTip("Chat with models on other machines: any OpenAI-compatible server")
         self.hardware_button = QPushButton("Hardware")
         self.hardware_button.setCheckable(True)
         self.discover_button = QPushButton("Discover")
         self.discover_button.setCheckable(True)
         self.discover_button.setToolTip("Find models: recommended ones (offline) and the Hugging Face Hub")
+        self.local_api_button = QPushButton("Local API")
+        self.local_api_button.setCheckable(True)
+        self.local_api_button.setToolTip("Serve the loaded model to other programs through an OpenAI-compatible API")
         self.settings_button = QPushButton("Settings")
         self.settings_button.setCheckable(True)
         self.settings_button.setToolTip("This conversation's system prompt, sampling and presets")
@@ -209,8 +231,10 @@ class MainWindow(QMainWindow):
         top.addWidget(QLabel("Model:"))
         top.addWidget(self.model_picker)
         top.addWidget(self.library_button)
+        top.addWidget(self.remote_button)
         top.addWidget(self.hardware_button)
         top.addWidget(self.discover_button)
+        top.addWidget(self.local_api_button)
         top.addWidget(self.settings_button)
         top.addStretch(1)
         top.addWidget(self.load_label)
@@ -255,7 +279,7 @@ class MainWindow(QMainWindow):
     def _start_worker(self, manager: EngineManager) -> None:
         self._thread = QThread(self)
         self._thread.setObjectName("engine-worker")
-        self.worker = EngineWorker(manager)
+        self.worker = EngineWorker(manager, RemoteBackend(self.remote_servers))
         self.worker.moveToThread(self._thread)
         self.load_requested.connect(self.worker.load)
         self.generate_requested.connect(self.worker.generate)
@@ -277,10 +301,12 @@ class MainWindow(QMainWindow):
         self.send_button.clicked.connect(self.send)
         self.stop_button.clicked.connect(self.stop)
         self.library_button.toggled.connect(self.library_panel.setVisible)
+        self.remote_button.clicked.connect(self._open_remote_servers)
         self.settings_button.toggled.connect(self.settings_panel.setVisible)
         self.settings_panel.message.connect(lambda text: self.statusBar().showMessage(text, 10000))
         self.hardware_button.toggled.connect(self._toggle_hardware)
         self.discover_button.toggled.connect(self._toggle_discover)
+        self.local_api_button.toggled.connect(self._toggle_local_api)
         self.insist_button.clicked.connect(self._insist)
         self.recover_button.clicked.connect(self._recover_conversations)
         self.sidebar.opened.connect(self.open_conversation)
@@ -309,13 +335,15 @@ class MainWindow(QMainWindow):
         return [model for model in self._models if model.usable]
 
     def _set_models(self, models: list[ModelInfo]) -> None:
+        """The library's `models`, with the remote servers' from their latest listing, in the picker."""
         previous = self.current_model()
-        self._models = models
+        self._local_models = models
+        self._models = [*models, *self._remote_models]
         wanted = previous.name if previous else self._settings.last_model
         self.model_picker.blockSignals(True)
         self.model_picker.clear()
         for model in self._usable():
-            self.model_picker.addItem(f"{model.title}  ·  {model.quantization}  ·  {model.size_label}", model.name)
+            self.model_picker.addItem(picker_label(model), model.name)
         names = [model.name for model in self._usable()]
         self.model_picker.setCurrentIndex(names.index(wanted) if wanted in names else (0 if names else -1))
         self.model_picker.blockSignals(False)
@@ -332,6 +360,8 @@ class MainWindow(QMainWindow):
         self.mode_label.setText(
             f"{COMPLETION_MODE_NOTE} {licence}"
             if not model.has_chat_template
+            else f"Chat with {model.title} on the server {model.server}."
+            if model.server
             else f"Chat with {model.title}. {licence}"
         )
         self.mode_label.setStyleSheet("" if model.has_chat_template else "color: #8a5a00; font-weight: bold;")
@@ -340,8 +370,33 @@ class MainWindow(QMainWindow):
             if model.has_chat_template
             else "Write the beginning of a text for the model to continue (Enter sends)"
         )
-        self.hardware_panel.show_model(model)
+        self.hardware_panel.show_model(None if model.server else model)  # a remote model uses another's memory
         self.load_requested.emit(model, False)  # preload, so the first reply does not wait for the load
+
+    def refresh_remote_models(self) -> None:
+        """List the remote servers' models off the GUI thread; one that is down only leaves its models out."""
+        run_in_background(self, partial(list_models, self.remote_servers), self._show_remote_models, self._show_error)
+
+    def _show_remote_models(self, listing: tuple[list[ModelInfo], list[str]]) -> None:
+        models, problems = listing
+        self._remote_models = models
+        if problems:
+            self.statusBar().showMessage(" ".join(problems), 15000)
+        first, self._first_choice = self._first_choice, None
+        if self._local_models is None:
+            return  # the library's listing fills the picker, these included, and picks the last model itself
+        self._set_models(self._local_models)
+        if first in {model.name for model in models} and not self._busy:
+            self.model_picker.setCurrentIndex(self.model_picker.findData(first))
+
+    def _open_remote_servers(self) -> None:
+        from localai_app.ui.remote_servers_dialog import RemoteServersDialog
+
+        if self.remote_dialog is None:
+            self.remote_dialog = RemoteServersDialog(self.remote_servers, self)
+            self.remote_dialog.changed.connect(self.refresh_remote_models)
+        self.remote_dialog.show()
+        self.remote_dialog.activateWindow()  # already open behind the window: bring it forward
 
     # -- chat --------------------------------------------------------------------------------------------------
 
@@ -539,7 +594,9 @@ class MainWindow(QMainWindow):
     def _show_context(self, used: int) -> None:
         """The gauge: how full the context is with the prompt and the reply so far."""
         context = self._context[1]
-        if not context:
+        if not context:  # not measured: a remote server that cannot count tokens
+            self.context_gauge.hide()
+            self.context_label.clear()
             return
         self.context_gauge.setRange(0, context)
         self.context_gauge.setValue(min(used, context))
@@ -588,7 +645,9 @@ class MainWindow(QMainWindow):
         why = f"Interrupted: {message}" if message else "Interrupted."
         self._end_reply(why)
         self._save_reply(lambda: self.session.interrupt(why))
-        self._show_error(f"{message} Your conversation is kept; the next message starts a fresh engine.")
+        model = self.current_model()
+        then = "tries the server again" if model is not None and model.server else "starts a fresh engine"
+        self._show_error(f"{message} Your conversation is kept; the next message {then}.")
 
     def _end_reply(self, note: str) -> None:
         if self._split_replies:
@@ -695,6 +754,32 @@ class MainWindow(QMainWindow):
             self.discover_panel = panel
         return self.discover_panel
 
+    def _toggle_local_api(self, visible: bool) -> None:
+        self._local_api().setVisible(visible)
+
+    def _local_api(self) -> LocalApiPanel:
+        if self.local_api_panel is None:
+            from localai_app.core.credentials import Credentials
+            from localai_app.ui.local_api_panel import LocalApiPanel
+
+            panel = LocalApiPanel(
+                self._settings.local_api,
+                Credentials(self._paths.config),
+                save=lambda: save_settings(self._paths.config, self._settings),
+                current_model=self.current_model,
+            )
+            panel.hide()
+            panel.serve_requested.connect(self.worker.serve)  # queued: the worker sets options between loads
+            self.worker.serving.connect(panel.show_serving)
+            self.worker.load_failed.connect(panel.show_failure)
+            self.worker.refused.connect(panel.show_failure)
+            panel.message.connect(lambda text: self.statusBar().showMessage(text, 10000))
+            # Called on the engine's reader thread: the signal carries each record to the GUI thread.
+            self.engine_manager.on_request = panel.request_seen.emit
+            self._panels.addWidget(panel)
+            self.local_api_panel = panel
+        return self.local_api_panel
+
     def _set_hub_endpoint(self, endpoint: str | None) -> None:
         self._settings.hub_endpoint = endpoint
         save_settings(self._paths.config, self._settings)
@@ -735,6 +820,7 @@ class MainWindow(QMainWindow):
             # First frame first: the library scan, and the model preload it triggers (a child process competing
             # for the CPU), start once the window is on screen. Measured: up to 80 ms sooner to the first paint.
             QTimer.singleShot(0, self.library_panel.refresh)
+            QTimer.singleShot(0, self.refresh_remote_models)
             from localai_app.core.downloads import unfinished  # the download machinery loads after the first frame
 
             if unfinished(self._paths):  # downloads interrupted by quitting or a crash go on
@@ -751,6 +837,7 @@ class MainWindow(QMainWindow):
         self.engine_manager.shutdown()  # kills the engine, which also ends a stream the worker may be reading
         self._thread.quit()
         self._thread.wait(10_000)
+        self.worker.shutdown()  # its thread has ended: now also the connection to a remote server can close
         self._save_reply(self.session.interrupt)  # a reply cut short by closing keeps its text, marked as such
         self._closed = True
         self.session.store.close()

@@ -201,6 +201,7 @@ def test_every_control_has_a_name_a_screen_reader_can_say(
     window = open_window(qtbot, tiny_library_paths, "tiny-chat")
     close_windows.append(window)
     window.discover_button.click()  # built on first use: its controls count too
+    window.local_api_button.click()
     unnamed = []
     for widget in window.findChildren(QWidget):
         if isinstance(widget, QAbstractButton):
