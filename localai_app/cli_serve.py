@@ -71,7 +71,11 @@ def serve(paths: AppPaths, args: argparse.Namespace, overrides: Overrides) -> in
             print("No API key: only programs on this computer can reach it.")
         if options.exposed:
             print(f"Warning: listening on {options.host}: other computers can reach this API (with the key).")
-        print("\nFor example:\n" + snippets(url, options.api_key, model.name)["curl"] + "\n\nCtrl+C stops.")
+        print(
+            "\nFor example:\n"
+            + snippets(url, options.api_key, model.name, chat=model.has_chat_template)["curl"]
+            + "\n\nCtrl+C stops."
+        )
         sys.stdout.flush()
         while manager.loaded_model is not None:
             time.sleep(WATCH_INTERVAL)

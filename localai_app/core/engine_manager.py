@@ -102,15 +102,18 @@ class EngineManager:
         numbers and ways out, unless `insist`.
         """
         with self._lock:
-            # A conversation may ask for another context; the user may turn the API on or off.
-            same_settings = self._loaded_with == (self.overrides, self.serve)
+            # Read once: another thread may change them while this load runs, and the engine must be recorded
+            # with what it was actually given. A conversation may ask for another context; the user may turn the
+            # API on or off.
+            wanted = (self.overrides, self.serve)
+            same_settings = self._loaded_with == wanted
             if self.loaded_model is not None and self.loaded_model.path == model.path and same_settings:
                 return
             if not model.path.exists():
                 raise ModelFileError(f"{model.path} no longer exists; it was moved or deleted.")
             if model.problem:
                 raise ModelFileError(model.problem)
-            options = self._options_for(model, insist=insist)
+            options = self._options_for(model, *wanted, insist=insist)
             self._stop_locked()
             process = EngineProcess(model.path, options, log_file=self._log_file, on_request=self._report_request)
             self._starting = process
@@ -128,18 +131,19 @@ class EngineManager:
             self._process = process
             self._client = EngineClient(endpoint.base_url, endpoint.token)
             self._model = model
-            self._loaded_with = (self.overrides, self.serve)
+            self._loaded_with = wanted
             self._serving_url = endpoint.serving_url
 
-    def _options_for(self, model: ModelInfo, *, insist: bool) -> EngineOptions:
-        wanted = self.overrides
+    def _options_for(
+        self, model: ModelInfo, wanted: Overrides, serve: ServeOptions | None, *, insist: bool
+    ) -> EngineOptions:
         if model.shape is None:
             self.last_plan = None
             return EngineOptions(
                 wanted.context or FALLBACK_CONTEXT,
                 wanted.threads,
                 wanted.gpu_layers or 0,
-                serve=self.serve,
+                serve=serve,
                 model_id=model.name,
             )
         machine = self._machine()
@@ -153,7 +157,7 @@ class EngineManager:
                 f"{model.name} will not fit: it {plan.verdict.sentence} (context {plan.context:,} tokens, "
                 f"{plan.gpu_layers} GPU layers). Try {options}. Loading anyway may freeze this computer."
             )
-        return EngineOptions(plan.context, plan.threads, plan.gpu_layers, serve=self.serve, model_id=model.name)
+        return EngineOptions(plan.context, plan.threads, plan.gpu_layers, serve=serve, model_id=model.name)
 
     def _report_request(self, record: RequestRecord) -> None:
         listener = self.on_request
@@ -190,10 +194,7 @@ class EngineManager:
         self.load(model, insist=insist)
         assert self._client is not None
         self._interrupted.clear()
-        if isinstance(prompt, str):
-            events = self._client.stream_completion(prompt, sampling)
-        else:
-            events = self._client.stream_chat(prompt, sampling)
+        events = self._client.stream(prompt, sampling)
         try:
             for event in events:
                 yield self._with_lessons(model, event) if isinstance(event, ReplyStats) else event

@@ -10,7 +10,6 @@ from __future__ import annotations
 import ipaddress
 import json
 import secrets
-import textwrap
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -133,32 +132,40 @@ class RequestRecord:
         return f"{when}  {self.client}  {self.method} {self.path}  {self.status}  {tokens}  {self.duration_ms:.0f} ms"
 
 
-def snippets(base_url: str, api_key: str | None, model: str) -> dict[str, str]:
-    """Ready-to-paste calls for the loaded model: curl, Python `openai`, JavaScript `openai`."""
+def snippets(base_url: str, api_key: str | None, model: str, *, chat: bool = True) -> dict[str, str]:
+    """Ready-to-paste calls for the loaded model: curl, Python `openai`, JavaScript `openai`. `chat=False` for a
+    model without a chat template, which only completes text (a chat request would be refused)."""
     key = api_key or "not-needed"
     header = f' \\\n  -H "Authorization: Bearer {api_key}"' if api_key else ""
-    body = json.dumps({"model": model, "messages": [{"role": "user", "content": "Hello!"}]})
-    curl = f"curl {base_url}/chat/completions \\\n  -H \"Content-Type: application/json\"{header} \\\n  -d '{body}'"
-    python = textwrap.dedent(
-        f"""\
-        from openai import OpenAI
-
-        client = OpenAI(base_url="{base_url}", api_key="{key}")
-        reply = client.chat.completions.create(
-            model="{model}",
-            messages=[{{"role": "user", "content": "Hello!"}}],
-        )
-        print(reply.choices[0].message.content)"""
+    if chat:
+        route, method = "chat/completions", "chat.completions"
+        body: dict[str, Any] = {"model": model, "messages": [{"role": "user", "content": "Hello!"}]}
+        python_input = 'messages=[{"role": "user", "content": "Hello!"}],'
+        javascript_input = 'messages: [{ role: "user", content: "Hello!" }],'
+        output = "reply.choices[0].message.content"
+    else:
+        route, method = "completions", "completions"
+        body = {"model": model, "prompt": "Once upon a time", "max_tokens": 64}
+        python_input = 'prompt="Once upon a time",\n    max_tokens=64,'
+        javascript_input = 'prompt: "Once upon a time",\n  max_tokens: 64,'
+        output = "reply.choices[0].text"
+    curl = f"curl {base_url}/{route} \\\n  -H \"Content-Type: application/json\"{header} \\\n  -d '{json.dumps(body)}'"
+    python = (
+        "from openai import OpenAI\n\n"
+        f'client = OpenAI(base_url="{base_url}", api_key="{key}")\n'
+        f"reply = client.{method}.create(\n"
+        f'    model="{model}",\n'
+        f"    {python_input}\n"
+        ")\n"
+        f"print({output})"
     )
-    javascript = textwrap.dedent(
-        f"""\
-        import OpenAI from "openai";
-
-        const client = new OpenAI({{ baseURL: "{base_url}", apiKey: "{key}" }});
-        const reply = await client.chat.completions.create({{
-          model: "{model}",
-          messages: [{{ role: "user", content: "Hello!" }}],
-        }});
-        console.log(reply.choices[0].message.content);"""
+    javascript = (
+        'import OpenAI from "openai";\n\n'
+        f'const client = new OpenAI({{ baseURL: "{base_url}", apiKey: "{key}" }});\n'
+        f"const reply = await client.{method}.create({{\n"
+        f'  model: "{model}",\n'
+        f"  {javascript_input}\n"
+        "});\n"
+        f"console.log({output});"
     )
     return {"curl": curl, "Python": python, "JavaScript": javascript}

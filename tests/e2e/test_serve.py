@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -23,7 +24,7 @@ from localai_app.core.estimate import Overrides
 from localai_app.core.library import Library
 from localai_app.core.paths import AppPaths
 from localai_app.core.replies import ReplyStats, SamplingOptions
-from localai_app.core.serving import RequestRecord, ServeOptions
+from localai_app.core.serving import RequestRecord, ServeOptions, snippets
 from localai_app.engine.protocol import MAX_MESSAGES, MAX_SCHEMA_BYTES, MAX_SCHEMA_DEPTH, MAX_TOKENS
 from tests.e2e.test_starter_and_cli import run_cli
 
@@ -121,6 +122,20 @@ def test_models_chat_and_completions_through_the_official_client(tiny_served: Se
     assert completion.choices[0].finish_reason in ("stop", "length")
     pieces = client.completions.create(model="tiny-chat", prompt="abc", max_tokens=6, seed=2, stop=["\n"], stream=True)
     assert "".join(chunk.choices[0].text for chunk in pieces) == completion.choices[0].text
+
+
+@pytest.mark.parametrize("chat", [True, False])
+def test_the_python_snippet_runs_as_pasted(tiny_served: Served, chat: bool) -> None:
+    code = snippets(tiny_served.base_url, KEY, "tiny-chat", chat=chat)["Python"]
+    ran = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False)
+    assert ran.returncode == 0, ran.stderr  # the tiny model's text is noise; that the call worked is the point
+
+
+@pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
+def test_the_curl_snippet_runs_as_pasted(tiny_served: Served) -> None:
+    command = snippets(tiny_served.base_url, KEY, "tiny-chat")["curl"]
+    ran = subprocess.run(["sh", "-c", command], capture_output=True, text=True, timeout=120, check=False)
+    assert ran.returncode == 0 and json.loads(ran.stdout)["object"] == "chat.completion"
 
 
 def test_logprobs_come_sorted_with_the_asked_number_of_alternatives(tiny_served: Served) -> None:
