@@ -322,6 +322,8 @@ class MainWindow(QMainWindow):
             shortcut.activated.connect(partial(self._zoom, step))
         QShortcut(QKeySequence("Ctrl+0"), self).activated.connect(lambda: self.set_ui_scale(1.0))
         self.model_picker.currentIndexChanged.connect(self._on_model_chosen)
+        # A model the user picks by hand wins over last session's remote model, however late its server answers.
+        self.model_picker.activated.connect(self._forget_first_choice)
         self.library_panel.models_changed.connect(self._set_models)
         self.library_panel.message.connect(lambda text: self.statusBar().showMessage(text, 10000))
 
@@ -388,6 +390,9 @@ class MainWindow(QMainWindow):
         self._set_models(self._local_models)
         if first in {model.name for model in models} and not self._busy:
             self.model_picker.setCurrentIndex(self.model_picker.findData(first))
+
+    def _forget_first_choice(self) -> None:
+        self._first_choice = None
 
     def _open_remote_servers(self) -> None:
         from localai_app.ui.remote_servers_dialog import RemoteServersDialog

@@ -3,6 +3,7 @@ started as a separate process, added in the Remote servers dialog and chatted wi
 
 from __future__ import annotations
 
+import signal
 import socket
 import subprocess
 import sys
@@ -86,6 +87,39 @@ def send(qtbot: QtBot, window: MainWindow, text: str) -> None:
     qtbot.waitUntil(window.send_button.isEnabled, timeout=REPLY_TIMEOUT_MS)
 
 
+def restart(qtbot: QtBot, window: MainWindow, paths: AppPaths, close_windows: list[MainWindow]) -> MainWindow:
+    """Close `window` and open the app again on the same settings, as the next session."""
+    window.close()
+    close_windows.remove(window)
+    window = build_window(paths)
+    qtbot.addWidget(window)
+    close_windows.append(window)
+    window.show()
+    return window
+
+
+def restart_picking_by_hand(
+    qtbot: QtBot,
+    window: MainWindow,
+    server: subprocess.Popen[bytes],
+    paths: AppPaths,
+    close_windows: list[MainWindow],
+) -> MainWindow:
+    """A model the user picks before last session's remote server answers (held back with SIGSTOP) stays picked."""
+    server.send_signal(signal.SIGSTOP)
+    try:
+        window = restart(qtbot, window, paths, close_windows)
+        qtbot.waitUntil(lambda: "tiny-chat" in picker_names(window), timeout=10_000)
+        local = window.model_picker.findData("tiny-chat")
+        window.model_picker.setCurrentIndex(local)
+        window.model_picker.activated.emit(local)  # what a click on the picker sends
+    finally:
+        server.send_signal(signal.SIGCONT)
+    qtbot.waitUntil(lambda: "tiny-chat @ lab" in picker_names(window), timeout=10_000)
+    assert getattr(window.current_model(), "name", None) == "tiny-chat"
+    return window
+
+
 def test_chat_with_a_remote_server_then_it_goes_away(
     qtbot: QtBot,
     tiny_library_paths: AppPaths,
@@ -124,13 +158,11 @@ def test_chat_with_a_remote_server_then_it_goes_away(
     assert getattr(window.current_model(), "name", None) == "tiny-chat @ lab"
 
     # The next start lists the servers after the library, and still comes back to the remote model.
-    window.close()
-    close_windows.remove(window)
-    window = build_window(tiny_library_paths)
-    qtbot.addWidget(window)
-    close_windows.append(window)
-    window.show()
+    window = restart(qtbot, window, tiny_library_paths, close_windows)
     qtbot.waitUntil(lambda: getattr(window.current_model(), "name", None) == "tiny-chat @ lab", timeout=10_000)
+
+    window = restart_picking_by_hand(qtbot, window, server, tiny_library_paths, close_windows)
+    window.model_picker.setCurrentIndex(window.model_picker.findData("tiny-chat @ lab"))
 
     server.kill()
     server.wait()
