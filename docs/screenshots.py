@@ -1,5 +1,6 @@
 """Makes the README's screenshots from the real window, offline: real replies of the bundled starter model in the
-conversations view, the Discover panel against the loopback Hub, and the Local API panel serving the starter.
+conversations view, presenter mode at 1920x1080 while a reply streams, the Discover panel against the loopback Hub,
+and the Local API panel serving the starter.
 
 QT_QPA_PLATFORM=offscreen PYTHONPATH=. .venv/bin/python docs/screenshots.py
 """
@@ -52,6 +53,25 @@ def conversations(basedir: Path) -> None:
     window.sidebar.toggle_pin(window.session.store.list_conversations()[-1].id)
     QApplication.processEvents()
     window.grab().save(str(DOCS / "screenshot.png"))
+    window.close()
+
+
+def presenter(basedir: Path) -> None:
+    """Presenter mode on a 1920x1080 projector, caught while the starter writes, so the big red Stop shows."""
+    paths = AppPaths.under(basedir).create()
+    window = build_window(paths)
+    window.show()
+    wait_until(lambda: window.current_model() is not None)
+    window.seed.setValue(7)
+    window.set_presenting(True)
+    QApplication.processEvents()  # full screen first: offscreen, that is a small virtual screen
+    window.resize(1920, 1080)
+    window.prompt_box.setPlainText("The three laws of motion are")
+    window.send_button.click()
+    wait_until(lambda: len(window.chat_view.reply_so_far()) > 160 or window.send_button.isEnabled(), timeout=300)
+    window.grab().save(str(DOCS / "presenter.png"))
+    window.stop_button.click()
+    wait_until(window.send_button.isEnabled)
     window.close()
 
 
@@ -132,6 +152,7 @@ def main() -> None:
         )
         os.environ["HF_ENDPOINT"] = hub.url
         conversations(Path(scratch) / "conversations")
+        presenter(Path(scratch) / "presenter")
         discover(hub, Path(scratch) / "discover")
         local_api(Path(scratch) / "local-api")
 

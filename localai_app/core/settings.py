@@ -22,6 +22,9 @@ log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 2
 SETTINGS_FILE = "settings.json"
+# Presenter mode's text size, times the system font: 2.5 makes a 9 pt body font 30 px high, readable from the back
+# of a classroom on a 1920x1080 projector (the aim is at least 28 px; tests/gui/test_presenter_mode.py measures it).
+DEFAULT_PRESENTER_SCALE = 2.5
 
 
 @dataclass
@@ -50,6 +53,7 @@ class Settings:
     threads: int | None = None
     gpu_layers: int | None = None
     ui_scale: float = 1.0
+    presenter_scale: float = DEFAULT_PRESENTER_SCALE  # its own: a classroom's size must not change the desk's
     # None: HF_ENDPOINT from the environment, else the public Hub. A mirror's address otherwise.
     hub_endpoint: str | None = None
     local_api: LocalApi = field(default_factory=LocalApi)

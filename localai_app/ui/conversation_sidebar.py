@@ -58,14 +58,19 @@ class ConversationSidebar(QWidget):
         self.list.itemClicked.connect(self._open)
         self.list.customContextMenuRequested.connect(self._menu)
         self.undo_button.clicked.connect(self.undo_delete)
-        # Window-wide: Ctrl+F searches the conversations and Ctrl+N starts a new one, wherever the focus is.
+
+    def install_shortcuts(self, window: QWidget) -> None:
+        """Ctrl+F searches the conversations and Ctrl+N starts a new one, wherever the focus is in `window`. They
+        belong to the window, not the sidebar, because a hidden widget's shortcuts never fire (presenter mode)."""
         for key, action in (
-            (QKeySequence.StandardKey.Find, self.search_box.setFocus),
+            (QKeySequence.StandardKey.Find, self._find),
             (QKeySequence.StandardKey.New, self.new_requested.emit),
         ):
-            shortcut = QShortcut(QKeySequence(key), self)
-            shortcut.setContext(Qt.ShortcutContext.WindowShortcut)
-            shortcut.activated.connect(action)
+            QShortcut(QKeySequence(key), window).activated.connect(action)
+
+    def _find(self) -> None:
+        self.show()  # presenter mode hides the list; searching is how it comes back, to switch conversations
+        self.search_box.setFocus()
 
     def _build(self) -> None:
         self.search_box = QLineEdit()

@@ -4,11 +4,13 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from functools import partial
+from importlib import resources
 from typing import TYPE_CHECKING
 
-from PySide6.QtCore import QEvent, QObject, Qt, QThread, QTimer, Signal
-from PySide6.QtGui import QCloseEvent, QKeyEvent, QKeySequence, QShortcut, QShowEvent
+from PySide6.QtCore import QEvent, QObject, QRect, Qt, QThread, QTimer, Signal
+from PySide6.QtGui import QCloseEvent, QFontMetrics, QKeyEvent, QKeySequence, QPalette, QShortcut, QShowEvent
 from PySide6.QtWidgets import (
     QApplication,
     QComboBox,
@@ -40,7 +42,7 @@ from localai_app.core.paths import AppPaths
 from localai_app.core.reasoning import ReasoningSplitter
 from localai_app.core.remote import RemoteBackend, RemoteServers, list_models
 from localai_app.core.replies import SamplingOptions
-from localai_app.core.settings import Settings, save_settings
+from localai_app.core.settings import DEFAULT_PRESENTER_SCALE, Settings, save_settings
 from localai_app.ui.background import run_in_background
 from localai_app.ui.chat_settings_panel import ChatSettingsPanel
 from localai_app.ui.chat_view import ChatView, reply_note
@@ -56,7 +58,9 @@ from localai_app.ui.hardware_panel import HardwarePanel
 from localai_app.ui.library_panel import LibraryPanel
 
 MIN_SCALE, MAX_SCALE, SCALE_STEP = 0.8, 2.5, 0.1  # text size: a laptop's default up to a classroom projector
+PRESENTER_MIN_SCALE, PRESENTER_MAX_SCALE = 1.5, 4.0  # presenter mode: a small room up to a hall's back row
 BASE_POINT_SIZE = "localaiBasePointSize"
+ICONS = resources.files("localai_app.resources").joinpath("icons")
 COMPLETION_MODE_NOTE = (
     "Text completion: this model has no chat template (it is a base model), so it continues your text "
     "instead of answering it."
@@ -85,6 +89,40 @@ class _SendOnEnter(QObject):
         return False
 
 
+def presenter_style(dark: bool) -> str:
+    """High contrast for a projector, which washes out greys: plain text on plain background, thick borders, and
+    a large red Stop. Dark or light as the window already is, so the chat view's theme colours stay readable."""
+    text, background, dim = ("#ffffff", "#101010", "#b0b0b0") if dark else ("#000000", "#ffffff", "#505050")
+    arrow = ICONS.joinpath("down-arrow-light.svg" if dark else "down-arrow.svg")  # a styled box draws no arrow
+    return f"""
+        QMainWindow, QStatusBar, QSplitter, QLabel, QWidget#chatColumn {{ background: {background}; color: {text}; }}
+        QTextBrowser, QPlainTextEdit, QComboBox {{
+            background: {background}; color: {text}; border: 3px solid {text}; border-radius: 4px; padding: 4px;
+        }}
+        QComboBox::drop-down {{ width: 1.2em; border-left: 3px solid {text}; }}
+        QComboBox::down-arrow {{ image: url({arrow}); width: 0.6em; height: 0.4em; }}
+        QPushButton {{
+            background: {background}; color: {text}; border: 3px solid {text}; border-radius: 6px;
+            padding: 4px 16px;
+        }}
+        QPushButton:checked {{ background: {text}; color: {background}; }}
+        QPushButton:disabled {{ color: {dim}; border-color: {dim}; }}
+        QPushButton#stopButton {{ min-width: 5em; min-height: 2em; font-weight: bold; }}
+        QPushButton#stopButton:enabled {{ background: #c00000; color: #ffffff; border-color: #c00000; }}
+    """
+
+
+@dataclass
+class _Layout:
+    """What presenter mode changes, kept to put back exactly when it ends."""
+
+    window_state: Qt.WindowState  # maximised or not
+    geometry: QRect  # where it was, when not maximised
+    hidden: list[QWidget]  # what presenter mode hid (what was already hidden stays so)
+    splitter_sizes: list[tuple[QSplitter, list[int]]]
+    style_sheet: str
+
+
 class MainWindow(QMainWindow):
     load_requested = Signal(object, bool)  # model, insist (load even if it is estimated not to fit)
     generate_requested = Signal(object, object, object, object)  # model, prompt, sampling, ChatSettings
@@ -107,6 +145,7 @@ class MainWindow(QMainWindow):
         self._busy = False
         self._pieces = 0
         self.local_api_panel: LocalApiPanel | None = None  # built when first shown, like Discover
+        self._presenting: _Layout | None = None  # the layout to go back to, while in presenter mode
 
         self._build_widgets(settings, library)
         self._start_worker(manager)
@@ -147,6 +186,32 @@ class MainWindow(QMainWindow):
 
         input_row = self._build_input_row()
         self._build_settings_panel(settings)
+        status_row = self._build_status_row()
+
+        layout = QVBoxLayout()
+        layout.addLayout(top)
+        layout.addWidget(self.mode_label)
+        layout.addWidget(splitter, 1)
+        layout.addWidget(self.banner)
+        layout.addLayout(input_row)
+        layout.addLayout(status_row)
+        chat_column = QWidget()
+        chat_column.setObjectName("chatColumn")
+        chat_column.setLayout(layout)
+        self.sidebar = ConversationSidebar(self.session.store)
+        self.sidebar.setMinimumWidth(180)
+        central = QSplitter(Qt.Orientation.Horizontal)
+        central.addWidget(self.sidebar)
+        central.addWidget(chat_column)
+        central.addWidget(self.settings_panel)
+        central.setStretchFactor(1, 1)
+        central.setSizes([240, 1000, 320])
+        self._columns = central
+        self.setCentralWidget(central)
+        self.resize(1240, 760)
+
+    def _build_status_row(self) -> QHBoxLayout:
+        """How full the context is, and the last reply's speed."""
         self.stats_label = QLabel()
         self.stats_label.setObjectName("statsLabel")
         self.context_gauge = QProgressBar()
@@ -161,35 +226,16 @@ class MainWindow(QMainWindow):
         status_row.addWidget(self.context_label)
         status_row.addStretch(1)
         status_row.addWidget(self.stats_label)
-
-        layout = QVBoxLayout()
-        layout.addLayout(top)
-        layout.addWidget(self.mode_label)
-        layout.addWidget(splitter, 1)
-        layout.addWidget(self.banner)
-        layout.addLayout(input_row)
-        layout.addLayout(status_row)
-        chat_column = QWidget()
-        chat_column.setLayout(layout)
-        self.sidebar = ConversationSidebar(self.session.store)
-        self.sidebar.setMinimumWidth(180)
-        central = QSplitter(Qt.Orientation.Horizontal)
-        central.addWidget(self.sidebar)
-        central.addWidget(chat_column)
-        central.addWidget(self.settings_panel)
-        central.setStretchFactor(1, 1)
-        central.setSizes([240, 1000, 320])
-        self.setCentralWidget(central)
-        self.resize(1240, 760)
+        return status_row
 
     def _build_input_row(self) -> QHBoxLayout:
         self.prompt_box = QPlainTextEdit()
         self.prompt_box.setAccessibleName("Message")
         self.prompt_box.setPlaceholderText("Write a message (Enter sends, Shift+Enter for a new line)")
-        self.prompt_box.setFixedHeight(self.fontMetrics().lineSpacing() * 4 + 12)
         self.send_button = QPushButton("Send")
         self.send_button.setToolTip("Send (Enter)")
         self.stop_button = QPushButton("Stop")
+        self.stop_button.setObjectName("stopButton")
         self.stop_button.setToolTip("Stop the reply (Esc)")
         self.stop_button.setShortcut(QKeySequence(Qt.Key.Key_Escape))
         self.stop_button.setEnabled(False)
@@ -225,6 +271,12 @@ class MainWindow(QMainWindow):
         self.settings_button = QPushButton("Settings")
         self.settings_button.setCheckable(True)
         self.settings_button.setToolTip("This conversation's system prompt, sampling and presets")
+        self.present_button = QPushButton("Present")
+        self.present_button.setCheckable(True)
+        self.present_button.setToolTip(
+            "Presenter mode (F5): full screen, large high-contrast text, panels hidden; Ctrl+plus and Ctrl+minus "
+            "set its text size. F5 or Esc leaves it; while a reply runs, Esc stops the reply first."
+        )
         self.load_label = QLabel()  # what the load chose (context, threads, GPU layers); the reasons as tooltip
         self.load_label.setObjectName("loadLabel")
         top = QHBoxLayout()
@@ -236,6 +288,7 @@ class MainWindow(QMainWindow):
         top.addWidget(self.discover_button)
         top.addWidget(self.local_api_button)
         top.addWidget(self.settings_button)
+        top.addWidget(self.present_button)
         top.addStretch(1)
         top.addWidget(self.load_label)
         return top
@@ -307,12 +360,14 @@ class MainWindow(QMainWindow):
         self.hardware_button.toggled.connect(self._toggle_hardware)
         self.discover_button.toggled.connect(self._toggle_discover)
         self.local_api_button.toggled.connect(self._toggle_local_api)
+        self.present_button.toggled.connect(self.set_presenting)
         self.insist_button.clicked.connect(self._insist)
         self.recover_button.clicked.connect(self._recover_conversations)
         self.sidebar.opened.connect(self.open_conversation)
         self.sidebar.new_requested.connect(self.new_conversation)
         self.sidebar.deleted.connect(self._on_conversation_deleted)
         self.sidebar.message.connect(lambda text: self.statusBar().showMessage(text, 10000))
+        self.sidebar.install_shortcuts(self)
         self.chat_view.message_action.connect(self._on_message_action)
         for keys, step in (
             (QKeySequence.StandardKey.ZoomIn, SCALE_STEP),
@@ -320,7 +375,13 @@ class MainWindow(QMainWindow):
         ):
             shortcut = QShortcut(QKeySequence(keys), self)
             shortcut.activated.connect(partial(self._zoom, step))
-        QShortcut(QKeySequence("Ctrl+0"), self).activated.connect(lambda: self.set_ui_scale(1.0))
+        QShortcut(QKeySequence("Ctrl+0"), self).activated.connect(partial(self._zoom, None))
+        QShortcut(QKeySequence(Qt.Key.Key_F5), self).activated.connect(self.present_button.toggle)
+        # Esc also leaves presenter mode, but only while no reply runs: then the (disabled) Stop button's Esc does not
+        # count, and the two never compete for one key press; a press can never end the mode instead of the reply.
+        self._escape_leaves = QShortcut(QKeySequence(Qt.Key.Key_Escape), self)
+        self._escape_leaves.setEnabled(False)
+        self._escape_leaves.activated.connect(partial(self.set_presenting, False))
         self.model_picker.currentIndexChanged.connect(self._on_model_chosen)
         # A model the user picks by hand wins over last session's remote model, however late its server answers.
         self.model_picker.activated.connect(self._forget_first_choice)
@@ -527,6 +588,16 @@ class MainWindow(QMainWindow):
     def set_ui_scale(self, scale: float) -> None:
         """Text size for the whole window (Ctrl+plus, Ctrl+minus, Ctrl+0): big enough for a projector, kept."""
         self._settings.ui_scale = round(min(MAX_SCALE, max(MIN_SCALE, scale)), 2)
+        if not self.presenting:
+            self._apply_scale(self._settings.ui_scale)
+
+    def set_presenter_scale(self, scale: float) -> None:
+        """Text size in presenter mode, kept apart from the everyday one: set once for the room, used every lesson."""
+        self._settings.presenter_scale = round(min(PRESENTER_MAX_SCALE, max(PRESENTER_MIN_SCALE, scale)), 2)
+        if self.presenting:
+            self._apply_scale(self._settings.presenter_scale)
+
+    def _apply_scale(self, scale: float) -> None:
         app = QApplication.instance()
         assert app is not None
         base = app.property(BASE_POINT_SIZE)  # the size before any scaling, kept on the application itself
@@ -534,11 +605,67 @@ class MainWindow(QMainWindow):
             base = QApplication.font().pointSizeF()
             app.setProperty(BASE_POINT_SIZE, base)
         font = QApplication.font()
-        font.setPointSizeF(base * self._settings.ui_scale)
+        font.setPointSizeF(base * scale)
         QApplication.setFont(font)
+        # A widget styled by a style sheet keeps the font it had when the sheet was applied (the error banner's text
+        # did, and presenter mode's whole window would): deliver the new font now, then apply each sheet again.
+        QApplication.sendPostedEvents(None, QEvent.Type.ApplicationFontChange)
+        for widget in (self, *self.findChildren(QWidget)):
+            if widget.styleSheet():
+                widget.setStyleSheet(widget.styleSheet())
+        self.prompt_box.setFixedHeight(QFontMetrics(font).lineSpacing() * 4 + 12)  # four lines at any size
 
-    def _zoom(self, step: float) -> None:
-        self.set_ui_scale(self._settings.ui_scale + step)
+    def _zoom(self, step: float | None) -> None:
+        """Ctrl+plus and Ctrl+minus change the text size in use, Ctrl+0 (`step` None) resets it."""
+        if self.presenting:
+            self.set_presenter_scale(DEFAULT_PRESENTER_SCALE if step is None else self._settings.presenter_scale + step)
+        else:
+            self.set_ui_scale(1.0 if step is None else self._settings.ui_scale + step)
+
+    # -- presenter mode --------------------------------------------------------------------------------------------
+
+    @property
+    def presenting(self) -> bool:
+        return self._presenting is not None
+
+    def set_presenting(self, on: bool) -> None:
+        """Presenter mode (F5): full screen, the presenter text size, high contrast, only the chat, the model picker
+        and a big Stop; leaving it puts back the window's state, panels and text size as they were."""
+        if on == self.presenting:
+            return
+        if on:
+            panels: list[QWidget] = [self.sidebar, self.settings_panel, self.library_panel, self.hardware_panel]
+            panels += [panel for panel in (self.discover_panel, self.local_api_panel) if panel is not None]
+            controls: list[QWidget] = [self.library_button, self.remote_button, self.hardware_button]
+            controls += [self.discover_button, self.local_api_button, self.settings_button, self.load_label]
+            self._presenting = _Layout(
+                window_state=self.windowState(),
+                geometry=self.geometry(),
+                hidden=[widget for widget in panels + controls if not widget.isHidden()],
+                splitter_sizes=[(splitter, splitter.sizes()) for splitter in (self._columns, self._panels)],
+                style_sheet=self.styleSheet(),
+            )
+            for widget in self._presenting.hidden:
+                widget.hide()
+            dark = self.palette().color(QPalette.ColorRole.Base).lightnessF() < 0.5
+            self.setStyleSheet(presenter_style(dark))
+            self._apply_scale(self._settings.presenter_scale)
+            self.showFullScreen()
+        else:
+            layout, self._presenting = self._presenting, None
+            assert layout is not None
+            self.setStyleSheet(layout.style_sheet)
+            self._apply_scale(self._settings.ui_scale)
+            for widget in layout.hidden:
+                widget.show()
+            # By hand, not restoreGeometry(): that one also shrinks a window to fit the screen it last saw.
+            self.setWindowState(layout.window_state)
+            if not layout.window_state & Qt.WindowState.WindowMaximized:
+                self.setGeometry(layout.geometry)
+            for splitter, sizes in layout.splitter_sizes:
+                splitter.setSizes(sizes)
+        self.present_button.setChecked(on)  # when F5 or Esc, not the button, changed the mode
+        self._escape_leaves.setEnabled(on and not self._busy)
 
     def _use_model_of(self, settings: ChatSettings) -> None:
         """A reopened conversation goes on with the model it used, when the library still has it."""
@@ -814,6 +941,7 @@ class MainWindow(QMainWindow):
         self._busy = busy
         self.send_button.setEnabled(not busy)
         self.stop_button.setEnabled(busy)
+        self._escape_leaves.setEnabled(self.presenting and not busy)
         self.model_picker.setEnabled(not busy)
 
     # -- lifetime ----------------------------------------------------------------------------------------------
