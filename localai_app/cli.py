@@ -9,9 +9,10 @@ import argparse
 import json
 import logging
 import sys
+from dataclasses import replace
 from pathlib import Path
 
-from localai_app import __version__, cli_conversations, cli_hub, cli_serve
+from localai_app import __version__, cli_conversations, cli_glass, cli_hub, cli_serve
 from localai_app.core import hardware
 from localai_app.core.advice import advise_here
 from localai_app.core.chat_session import ChatSession, Prompt
@@ -61,6 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
     chat.add_argument("--stats", action="store_true", help="print one JSON line of statistics to stderr")
     chat.add_argument("--save", action="store_true", help="keep the exchange as a conversation (see `conversations`)")
     chat.add_argument("--conversation", type=int, help="with --save: continue this conversation instead of a new one")
+    cli_glass.add_chat_options(chat)
+    _add_load_options(cli_glass.add_command(commands))
     cli_hub.add_commands(commands)
     cli_conversations.add_commands(commands)
     _add_load_options(cli_serve.add_command(commands))
@@ -118,6 +121,8 @@ def main(argv: list[str] | None = None) -> int:
             return cli_conversations.run(paths, args)
         if args.command == "serve":
             return cli_serve.serve(paths, args, _overrides(args, load_settings(paths.config).overrides()))
+        if args.command == "tokenize":
+            return cli_glass.tokenize(paths, args, _overrides(args, load_settings(paths.config).overrides()))
         return chat(paths, args)
     except (EngineError, OfflineError, TransientError) as error:  # not the user's doing
         print(f"localai-app: {error}", file=sys.stderr)
@@ -195,6 +200,7 @@ def chat(paths: AppPaths, args: argparse.Namespace) -> int:
         raise AppError("--max-tokens must be at least 1.")
     if args.conversation is not None and not args.save:
         raise AppError("--conversation continues a saved conversation: add --save.")
+    probs = cli_glass.wanted_probs(args)
     settings = load_settings(paths.config)
     model = Library(paths).find(args.model)
     chosen = ChatSettings(  # what a saved exchange records; the rest of the sampling keeps its defaults
@@ -203,7 +209,7 @@ def chat(paths: AppPaths, args: argparse.Namespace) -> int:
         temperature=args.temperature if args.temperature is not None else settings.sampling.temperature,
         seed=args.seed if args.seed is not None else settings.sampling.seed,
     )
-    sampling = chosen.sampling()
+    sampling = replace(chosen.sampling(), top_logprobs=probs)
     if not model.has_chat_template:
         print(f"({model.name} has no chat template: text completion)", file=sys.stderr)
     manager = manager_for(paths, _overrides(args, settings.overrides()))
@@ -217,8 +223,11 @@ def chat(paths: AppPaths, args: argparse.Namespace) -> int:
             prompt = session.ask(args.prompt, model, chosen)
         for event in manager.stream(model, prompt, sampling, insist=args.force):
             if isinstance(event, Delta):
-                sys.stdout.write(event.text)
-                sys.stdout.flush()
+                if probs is None:
+                    sys.stdout.write(event.text)
+                    sys.stdout.flush()
+                else:
+                    cli_glass.print_tokens(event, as_json=args.json)
                 if session is not None:
                     session.append(event.text)
             else:
@@ -226,7 +235,8 @@ def chat(paths: AppPaths, args: argparse.Namespace) -> int:
                     session.finish(event.as_dict())
                 if args.stats:
                     print(json.dumps(event.as_dict()), file=sys.stderr)
-        sys.stdout.write("\n")
+        if probs is None:
+            sys.stdout.write("\n")
     finally:
         manager.shutdown()
         if session is not None:

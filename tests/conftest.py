@@ -1,6 +1,11 @@
 from __future__ import annotations
 
 import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,6 +18,13 @@ from tests.fakes.hub_server import FakeHub
 
 # Qt aborts without a display; a plain `pytest` (not only packaging/setup.sh) must work headless too.
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+SERVER_START_SECONDS = 60
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
 
 @pytest.fixture(scope="session")
@@ -53,3 +65,34 @@ def fake_hub() -> Iterator[FakeHub]:
     """A real HTTP server on 127.0.0.1 playing the Hugging Face Hub."""
     with FakeHub() as hub:
         yield hub
+
+
+@pytest.fixture
+def llama_cpp_server(tiny_chat_model: Path, tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """`python -m llama_cpp.server` on the tiny chat model (another implementation of the OpenAI protocol, without
+    llama-server's glass-box routes); yields its address once /v1/models answers."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    log = (tmp_path / "llama-cpp-server.log").open("wb")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "llama_cpp.server", "--model", str(tiny_chat_model), "--model_alias", "tiny-chat",
+         "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "512"],
+        stdout=log, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + SERVER_START_SECONDS
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/v1/models", timeout=1):
+                    break
+            except OSError:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    raise AssertionError(
+                        "llama_cpp.server did not start:\n" + (tmp_path / "llama-cpp-server.log").read_text()
+                    ) from None
+                time.sleep(0.2)
+        yield url, process
+    finally:
+        process.kill()
+        process.wait()
+        log.close()

@@ -12,13 +12,18 @@ import ssl
 import threading
 import time
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, Literal, overload
 
 import httpx
 from httpx_sse import SSEError, connect_sse
 
-from localai_app.core.errors import ConnectionLostError, EngineError, TokenCountUnavailableError
-from localai_app.core.replies import Delta, ReplyStats, ReplyStream, SamplingOptions, TokenProbability
+from localai_app.core.errors import (
+    ConnectionLostError,
+    EngineError,
+    RouteUnavailableError,
+    TokenCountUnavailableError,
+)
+from localai_app.core.replies import Delta, ReplyStats, ReplyStream, SamplingOptions, TokenChoice, TokenProbability
 
 
 class EngineClient:
@@ -67,17 +72,63 @@ class EngineClient:
     def count_tokens(self, prompt: str | list[dict[str, str]]) -> tuple[int, int]:
         """(tokens in the prompt as the model reads it, the loaded context length)."""
         body: dict[str, Any] = {"prompt": prompt} if isinstance(prompt, str) else {"messages": prompt}
+        # Our engine's extension, which other servers do not have.
+        missing = TokenCountUnavailableError(
+            f"{_capital(self._label)} cannot count tokens (it has no /v1/tokenize).", kind="no_tokenizer"
+        )
+        document = self._post_json("/v1/tokenize", self._named(body), missing)
+        return int(document["tokens"]), int(document["context_length"])
+
+    # The glass box: llama.cpp server's routes, which our engine serves too; other servers may lack them.
+
+    @overload
+    def tokenize(
+        self, text: str, *, with_pieces: Literal[True] = True, add_special: bool = ..., parse_special: bool = ...
+    ) -> list[tuple[int, str | bytes]]: ...
+
+    @overload
+    def tokenize(
+        self, text: str, *, with_pieces: Literal[False], add_special: bool = ..., parse_special: bool = ...
+    ) -> list[int]: ...
+
+    def tokenize(
+        self, text: str, *, with_pieces: bool = True, add_special: bool = False, parse_special: bool = True
+    ) -> list[tuple[int, str | bytes]] | list[int]:
+        """`text`'s token ids, each with its text (bytes where it holds part of a UTF-8 character) when
+        `with_pieces`. The defaults are llama-server's: no BOS added, special tokens written out are read as such."""
+        body = {"content": text, "add_special": add_special, "parse_special": parse_special}
+        tokens = self._glass_box("/tokenize", {**body, "with_pieces": with_pieces}, "its tokens cannot be shown")
+        if not with_pieces:
+            return [int(token) for token in tokens["tokens"]]
+        return [(int(entry["id"]), _piece(entry["piece"])) for entry in tokens["tokens"]]
+
+    def detokenize(self, ids: list[int]) -> str:
+        document = self._glass_box("/detokenize", {"tokens": ids}, "its token ids cannot be turned back into text")
+        return str(document["content"])
+
+    def apply_template(self, messages: list[dict[str, str]]) -> str:
+        """The exact text the model is fed for a chat with `messages`, after its chat template."""
+        body: dict[str, Any] = {"messages": messages}
+        if messages and messages[-1]["role"] == "assistant":  # as stream_chat sends it: a reply to go on with
+            body["continue_final_message"] = True
+        document = self._glass_box("/apply-template", body, "the prompt its model reads cannot be shown")
+        return str(document["prompt"])
+
+    def _glass_box(self, path: str, body: dict[str, Any], consequence: str) -> dict[str, Any]:
+        missing = RouteUnavailableError(
+            f"{_capital(self._label)} does not offer {path}, so {consequence}.", kind="no_route"
+        )
+        return self._post_json(path, body, missing)
+
+    def _post_json(self, path: str, body: dict[str, Any], missing: RouteUnavailableError) -> dict[str, Any]:
+        """POST to an optional route; `missing` is raised where the server does not have it."""
         try:
-            response = self._http.post("/v1/tokenize", json=self._named(body))
+            response = self._http.post(path, json=body)
         except httpx.HTTPError as error:
             raise self._unreachable(error) from None
-        if response.status_code in (404, 405):  # our engine's extension, which other servers do not have
-            raise TokenCountUnavailableError(
-                f"{_capital(self._label)} cannot count tokens (it has no /v1/tokenize).", kind="no_tokenizer"
-            )
-        _raise_for_status(response, self._label)
-        document = response.json()
-        return int(document["tokens"]), int(document["context_length"])
+        if response.status_code in (404, 405):
+            raise missing
+        return self._document(response, path)
 
     def _get_json(self, path: str) -> dict[str, Any]:
         try:
@@ -90,6 +141,10 @@ class EngineClient:
                 "address is the server's OpenAI-compatible API.",
                 kind="not_found",
             )
+        return self._document(response, path)
+
+    def _document(self, response: httpx.Response, path: str) -> dict[str, Any]:
+        """The JSON object a successful response carries; one sentence for any error status or other body."""
         _raise_for_status(response, self._label)
         try:
             document = response.json()
@@ -187,7 +242,7 @@ class EngineClient:
                         raise EngineError(str(chunk["error"].get("message", "the engine failed")), kind="server")
                     choice = chunk["choices"][0] if chunk.get("choices") else {}
                     text = (choice.get("delta") or {}).get("content") if chat else choice.get("text")
-                    probabilities = _probabilities(choice.get("logprobs"), chat=chat)
+                    probabilities = _probabilities(choice.get("logprobs"))
                     if text or probabilities:
                         if first_text_at is None:
                             first_text_at = time.perf_counter()
@@ -238,24 +293,41 @@ def _sampling_fields(sampling: SamplingOptions) -> dict[str, Any]:
     return fields
 
 
-def _probabilities(logprobs: Any, *, chat: bool) -> list[TokenProbability]:
+def _probabilities(logprobs: Any) -> list[TokenProbability]:
     if not logprobs:
         return []
-    if chat:
+    if "content" in logprobs:
+        # Chat's format, which completions from our engine and llama-server also carry, with token ids.
         return [
             TokenProbability(
                 entry["token"],
                 float(entry["logprob"]),
-                [(alt["token"], float(alt["logprob"])) for alt in entry.get("top_logprobs", [])],
+                [_choice(alt) for alt in entry.get("top_logprobs") or []],
+                _id(entry),
             )
-            for entry in logprobs.get("content") or []
+            for entry in logprobs["content"] or []
         ]
+    # OpenAI's legacy completion format: no ids, alternatives keyed by their text.
     tokens = logprobs.get("tokens", [])
     tops = logprobs.get("top_logprobs") or [{}] * len(tokens)
     return [
-        TokenProbability(token, float(logprob), [(alt, float(value)) for alt, value in (top or {}).items()])
+        TokenProbability(token, float(logprob), [TokenChoice(alt, float(value)) for alt, value in (top or {}).items()])
         for token, logprob, top in zip(tokens, logprobs.get("token_logprobs", []), tops, strict=True)
     ]
+
+
+def _choice(entry: dict[str, Any]) -> TokenChoice:
+    return TokenChoice(entry["token"], float(entry["logprob"]), _id(entry))
+
+
+def _id(entry: dict[str, Any]) -> int | None:
+    token = entry.get("id")
+    return token if isinstance(token, int) and not isinstance(token, bool) else None
+
+
+def _piece(piece: Any) -> str | bytes:
+    """llama-server writes a token that is not whole UTF-8 as a list of its byte values."""
+    return bytes(piece) if isinstance(piece, list) else str(piece)
 
 
 def _stats(

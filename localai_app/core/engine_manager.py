@@ -178,9 +178,14 @@ class EngineManager:
 
     def count_tokens(self, model: ModelInfo, prompt: str | list[dict[str, str]]) -> tuple[int, int]:
         """(tokens in `prompt` for `model`, its loaded context length); loads the model if needed."""
+        return self.client_for(model).count_tokens(prompt)
+
+    def client_for(self, model: ModelInfo) -> EngineClient:
+        """The client of an engine running `model` (loaded if needed), for requests beyond a reply: tokenize,
+        detokenize, apply the chat template."""
         self.load(model)
         assert self._client is not None
-        return self._client.count_tokens(prompt)
+        return self._client
 
     def stream(
         self,

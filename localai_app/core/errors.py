@@ -31,7 +31,12 @@ class ConnectionLostError(EngineError):
     """The server went away mid-request: for the local engine, ask the supervisor why."""
 
 
-class TokenCountUnavailableError(EngineError):
+class RouteUnavailableError(EngineError):
+    """The server lacks an optional route (our /v1/tokenize, llama-server's /tokenize, ...): the feature that needs
+    it is unavailable there, and nothing else is wrong."""
+
+
+class TokenCountUnavailableError(RouteUnavailableError):
     """The server cannot count a prompt's tokens (a remote server without our /v1/tokenize): send it unfitted."""
 
 

@@ -5,9 +5,10 @@ Kept apart from the HTTP client so the GUI can name these types without importin
 
 from __future__ import annotations
 
+import math
 from collections.abc import Generator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 
 @dataclass(frozen=True)
@@ -22,11 +23,28 @@ class SamplingOptions:
     top_logprobs: int | None = None  # None: no probabilities
 
 
+class TokenChoice(NamedTuple):
+    """One of the likeliest tokens at a position. A tuple whose first two items are (token, logprob)."""
+
+    token: str
+    logprob: float
+    id: int | None = None  # None: the server does not report ids (OpenAI's own format has none)
+
+    @property
+    def probability(self) -> float:
+        return math.exp(self.logprob)
+
+
 @dataclass(frozen=True)
 class TokenProbability:
     token: str
     logprob: float
-    alternatives: list[tuple[str, float]] = field(default_factory=list)
+    alternatives: list[TokenChoice] = field(default_factory=list)  # likeliest first
+    id: int | None = None
+
+    @property
+    def probability(self) -> float:
+        return math.exp(self.logprob)
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ from localai_app.engine.runner import Sampling
 
 MAX_PROMPT_CHARS = 4_000_000
 MAX_TOKENS = 1_000_000
+MAX_TOKEN_IDS = 1_000_000  # ids in one /detokenize request: more than any context holds
 MAX_MESSAGES = 10_000
 MAX_TOP_LOGPROBS = 20
 # A JSON schema becomes a llama.cpp grammar whose size grows with the schema; these keep it small enough to
@@ -158,6 +159,34 @@ class TokenizeRequest(BaseModel):
 
     prompt: str | None = Field(default=None, max_length=MAX_PROMPT_CHARS)
     messages: list[ChatMessage] | None = Field(default=None, min_length=1, max_length=MAX_MESSAGES)
+
+
+class TokenizeTextRequest(BaseModel):
+    """llama.cpp server's /tokenize: its field names and defaults, so one client reads either server."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    content: str = Field(max_length=MAX_PROMPT_CHARS)
+    add_special: bool = False  # BOS (and EOS where the model wants it)
+    parse_special: bool = True  # "<start_of_turn>" as the special token, not as its characters
+    with_pieces: bool = False  # each id with its text
+
+
+class DetokenizeRequest(BaseModel):
+    """llama.cpp server's /detokenize. Ids outside the vocabulary are refused by the runner, which knows its size."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    tokens: list[int] = Field(max_length=MAX_TOKEN_IDS)
+
+
+class ApplyTemplateRequest(BaseModel):
+    """llama.cpp server's /apply-template: the chat request's messages, rendered as /v1/chat/completions would."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    messages: list[ChatMessage] = Field(min_length=1, max_length=MAX_MESSAGES)
+    continue_final_message: bool = False  # as in ChatRequest: the prompt ends inside the last assistant message
 
 
 class EmbeddingsRequest(BaseModel):

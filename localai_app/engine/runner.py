@@ -25,6 +25,8 @@ from localai_app.engine.templates import ChatTemplate
 # Prompt tokens evaluated between two checks of Stop. Prefill speed here was the same for chunks of 128, 256
 # and 512 tokens (394, 421, 376 tok/s on the starter model), and 256 keeps Stop within about half a second.
 PREFILL_CHUNK = 256
+# Logits this far below the largest (a probability ratio of e^-16, about 1e-7) rarely hold a top-20 token.
+LIKELY_MARGIN = 16.0
 
 
 class RequestError(Exception):
@@ -47,6 +49,7 @@ class Sampling:
 
 @dataclass(frozen=True)
 class TokenLogprob:
+    id: int  # the token's id in the vocabulary, as llama.cpp's server reports it beside OpenAI's fields
     token: str  # a token holding part of a UTF-8 character shows U+FFFD here...
     token_bytes: bytes  # ...and its exact bytes here, as OpenAI's `bytes` field carries them
     logprob: float
@@ -115,6 +118,7 @@ class Runner:
         self._lock = threading.Lock()
         self._vocab = self.llama._model.vocab
         self._n_vocab = self.llama.n_vocab()
+        self._scratch = np.empty(self._n_vocab, dtype=np.float32)  # reused by every probability: no allocation
         metadata = self.llama.metadata
         template_source = metadata.get("tokenizer.chat_template")
         self.chat_template = (
@@ -138,7 +142,32 @@ class Runner:
         )
 
     def _token_text(self, token: int) -> str:
-        return self.llama.detokenize([token], special=True).decode("utf-8", errors="replace") if token >= 0 else ""
+        return self.piece(token, special=True).decode("utf-8", errors="replace") if token >= 0 else ""
+
+    def piece(self, token: int, *, special: bool) -> bytes:
+        """One token's bytes. `special`: control tokens as their text (``<start_of_turn>``), not as nothing.
+
+        Not `Llama.detokenize`: its 32-byte buffer silently cuts longer tokens (runs of spaces, code), which would
+        break a detokenize round trip.
+        """
+        size = 64
+        while True:
+            buffer = ctypes.create_string_buffer(size)
+            length = llama_cpp.llama_token_to_piece(self._vocab, token, buffer, size, 0, special)
+            if length >= 0:
+                return buffer.raw[:length]
+            size = -length  # too small: llama.cpp says how much it needs
+
+    def check_ids(self, tokens: list[int]) -> None:
+        """llama.cpp reads out of bounds for an id outside the vocabulary, so each is checked first."""
+        for token in tokens:
+            if not 0 <= token < self._n_vocab:
+                raise RequestError(f"token id {token} is not in this model's vocabulary (0 to {self._n_vocab - 1})")
+
+    def detokenize(self, tokens: list[int]) -> bytes:
+        """Token ids back to bytes, special tokens as their text, as llama.cpp's server's /detokenize does."""
+        self.check_ids(tokens)
+        return b"".join(self.piece(token, special=True) for token in tokens)
 
     def chat_prompt(self, messages: list[dict[str, str]], *, continue_final: bool = False) -> str:
         """The model's template applied to `messages`. With `continue_final`, the prompt ends inside the last
@@ -163,7 +192,12 @@ class Runner:
     def tokenize(self, text: str, *, rendered_chat: bool) -> list[int]:
         # A rendered chat prompt carries BOS and its special tokens as text; plain text gets BOS added and its
         # look-alike special tokens kept as literal text, so user input cannot forge turn markers.
-        return self.llama.tokenize(text.encode("utf-8"), add_bos=not rendered_chat, special=rendered_chat)
+        return self.tokenize_as(text, add_special=not rendered_chat, parse_special=rendered_chat)
+
+    def tokenize_as(self, text: str, *, add_special: bool, parse_special: bool) -> list[int]:
+        """llama.cpp's own switches: `add_special` adds BOS (and EOS where the model wants it); `parse_special`
+        reads ``<start_of_turn>`` as the special token rather than as the characters."""
+        return self.llama.tokenize(text.encode("utf-8"), add_bos=add_special, special=parse_special)
 
     def check(self, prompt_tokens: list[int], sampling: Sampling) -> LlamaGrammar | None:
         """Refuse what cannot be served before anything streams; the grammar `sampling` asks for, compiled."""
@@ -248,7 +282,7 @@ class Runner:
                     finish_reason = "stop"
                     break
                 completion_tokens += 1
-                piece = self.llama.detokenize([token])
+                piece = self.piece(token, special=False)
                 if sampling.top_logprobs is not None:
                     pending_logprobs.append(self._logprob_of(token, piece, sampling.top_logprobs))
                 text, stopped = stops.feed(decoder.decode(piece))
@@ -303,23 +337,45 @@ class Runner:
         return not cancel.is_set()
 
     def _logprob_of(self, token: int, piece: bytes, top: int) -> TokenLogprob:
-        """Log-probabilities of the distribution `token` was sampled from (the last decoded position)."""
+        """Log-probabilities of the distribution `token` was sampled from (the last decoded position).
+
+        A plain softmax and argpartition over the whole 262k vocabulary cost 3.5 ms per token here, a quarter
+        of a decode step on the starter model; this costs under half of that (benchmarks/probs_overhead.py).
+        """
         pointer = self.llama._ctx.get_logits_ith(-1)
         logits = np.ctypeslib.as_array(ctypes.cast(pointer, ctypes.POINTER(ctypes.c_float)), shape=(self._n_vocab,))
-        shifted = logits - logits.max()
-        log_probs = shifted - np.log(np.exp(shifted).sum())
+        peak = float(logits.max())
+        np.subtract(logits, peak, out=self._scratch)
+        log_total = peak + float(np.log(np.exp(self._scratch, out=self._scratch).sum(dtype=np.float64)))
         alternatives: list[TokenLogprob] = []
         if top > 0:
-            best = np.argpartition(-log_probs, top)[:top]
-            best = best[np.argsort(-log_probs[best])]
-            for index in best:
-                alternative = self.llama.detokenize([int(index)], special=True)
-                alternatives.append(_token_logprob(alternative, float(log_probs[index])))
-        return _token_logprob(piece, float(log_probs[token]), alternatives)
+            for index in _likeliest(logits, peak, top):
+                alternative = int(index)
+                alternatives.append(
+                    _token_logprob(
+                        alternative, self.piece(alternative, special=True), float(logits[alternative]) - log_total
+                    )
+                )
+        return _token_logprob(token, piece, float(logits[token]) - log_total, alternatives)
 
 
-def _token_logprob(piece: bytes, logprob: float, alternatives: list[TokenLogprob] | None = None) -> TokenLogprob:
-    return TokenLogprob(piece.decode("utf-8", errors="replace"), piece, logprob, alternatives or [])
+def _likeliest(logits: np.ndarray, peak: float, top: int) -> np.ndarray:
+    """Ids of the `top` largest logits, largest first. Most of a vocabulary lies far below its peak, so the search
+    starts among the logits within a margin of it (a few hundred, usually) and only widens when too few are there."""
+    candidates = np.flatnonzero(logits >= peak - LIKELY_MARGIN)
+    if len(candidates) < top:
+        candidates = np.arange(len(logits))
+    values = logits[candidates]
+    if len(candidates) > top:
+        chosen = np.argpartition(values, -top)[-top:]
+        candidates, values = candidates[chosen], values[chosen]
+    return candidates[np.argsort(-values, kind="stable")]
+
+
+def _token_logprob(
+    token: int, piece: bytes, logprob: float, alternatives: list[TokenLogprob] | None = None
+) -> TokenLogprob:
+    return TokenLogprob(token, piece.decode("utf-8", errors="replace"), piece, logprob, alternatives or [])
 
 
 class _StopMatcher:

@@ -29,7 +29,15 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from localai_app.engine.protocol import ChatRequest, CompletionRequest, EmbeddingsRequest, TokenizeRequest
+from localai_app.engine.protocol import (
+    ApplyTemplateRequest,
+    ChatRequest,
+    CompletionRequest,
+    DetokenizeRequest,
+    EmbeddingsRequest,
+    TokenizeRequest,
+    TokenizeTextRequest,
+)
 from localai_app.engine.runner import Finished, RequestError, Runner, Sampling, TextPiece, TokenLogprob
 from localai_app.engine.templates import TemplateError
 from localai_app.engine.turns import APP, QueueFullError, Ticket, Turns
@@ -79,6 +87,11 @@ class EngineAPI:
             Route("/v1/chat/completions", self.chat_completions, methods=["POST"]),
             Route("/v1/tokenize", self.tokenize, methods=["POST"]),
             Route("/v1/embeddings", self.embeddings, methods=["POST"]),
+            # The glass box's routes, named and shaped as llama.cpp's llama-server has them, so the app's views
+            # work the same against a remote llama-server.
+            Route("/tokenize", self.tokenize_text, methods=["POST"]),
+            Route("/detokenize", self.detokenize, methods=["POST"]),
+            Route("/apply-template", self.apply_template, methods=["POST"]),
         ]
 
     async def health(self, request: Request) -> Response:
@@ -143,17 +156,48 @@ class EngineAPI:
         if (body.prompt is None) == (body.messages is None):
             return error_response(400, "give either prompt or messages")
 
-        def count() -> int:
+        def count() -> dict[str, Any]:
             if body.messages is not None:
                 rendered = self.runner.chat_prompt([message.for_template() for message in body.messages])
-                return len(self.runner.tokenize(rendered, rendered_chat=True))
-            return len(self.runner.tokenize(body.prompt or "", rendered_chat=False))
+                tokens = self.runner.tokenize(rendered, rendered_chat=True)
+            else:
+                tokens = self.runner.tokenize(body.prompt or "", rendered_chat=False)
+            return {"tokens": len(tokens), "context_length": self.runner.llama.n_ctx()}
 
-        try:  # off the event loop: a long conversation takes a while to render and tokenize
-            tokens = await run_in_threadpool(count)
-        except (RequestError, TemplateError) as error:
-            return error_response(400, str(error))
-        return JSONResponse({"tokens": tokens, "context_length": self.runner.llama.n_ctx()})
+        return await _answer_off_loop(count)
+
+    async def tokenize_text(self, request: Request) -> Response:
+        body = await _parse(request, TokenizeTextRequest)
+        if isinstance(body, Response):
+            return body
+
+        def tokenize() -> dict[str, Any]:
+            runner = self.runner
+            ids = runner.tokenize_as(body.content, add_special=body.add_special, parse_special=body.parse_special)
+            if not body.with_pieces:
+                return {"tokens": ids}
+            return {"tokens": [{"id": token, "piece": _piece_json(runner.piece(token, special=True))} for token in ids]}
+
+        return await _answer_off_loop(tokenize)
+
+    async def detokenize(self, request: Request) -> Response:
+        body = await _parse(request, DetokenizeRequest)
+        if isinstance(body, Response):
+            return body
+        # A token may hold part of a UTF-8 character; llama-server also replaces what does not decode.
+        return await _answer_off_loop(
+            lambda: {"content": self.runner.detokenize(body.tokens).decode("utf-8", errors="replace")}
+        )
+
+    async def apply_template(self, request: Request) -> Response:
+        body = await _parse(request, ApplyTemplateRequest)
+        if isinstance(body, Response):
+            return body
+        messages = [message.for_template() for message in body.messages]
+        # The very text chat_completions tokenizes, so what the glass box shows is what the model is fed.
+        return await _answer_off_loop(
+            lambda: {"prompt": self.runner.chat_prompt(messages, continue_final=body.continue_final_message)}
+        )
 
     async def embeddings(self, request: Request) -> Response:
         body = await _parse(request, EmbeddingsRequest)
@@ -315,6 +359,23 @@ async def _cancel_on_disconnect(request: Request, cancel: threading.Event) -> No
     cancel.set()
 
 
+async def _answer_off_loop(work: Callable[[], dict[str, Any]]) -> Response:
+    """Off the event loop: a long text or conversation takes a while to render and tokenize, and streams being
+    served meanwhile must not stall."""
+    try:
+        return JSONResponse(await run_in_threadpool(work))
+    except (RequestError, TemplateError) as error:
+        return error_response(400, str(error))
+
+
+def _piece_json(piece: bytes) -> str | list[int]:
+    """A token's text, or its bytes where it holds part of a UTF-8 character, as llama-server's with_pieces."""
+    try:
+        return piece.decode("utf-8")
+    except UnicodeDecodeError:
+        return list(piece)
+
+
 def _encoded(vector: list[float], encoding: str) -> list[float] | str:
     if encoding == "base64":
         return base64.b64encode(np.asarray(vector, dtype="<f4").tobytes()).decode("ascii")
@@ -413,6 +474,9 @@ class _CompletionShape(_Shape):
             "token_logprobs": [entry.logprob for entry in entries],
             "top_logprobs": [{alt.token: alt.logprob for alt in entry.alternatives} for entry in entries],
             "text_offset": offsets,
+            # The legacy fields above lose ids, and alternatives whose text is the same (two partial UTF-8
+            # characters both show U+FFFD) collapse into one key; llama-server's completions carry this list.
+            "content": [_chat_logprob(entry) for entry in entries],
         }
 
     def chunk(self, event: TextPiece | Finished) -> dict[str, Any]:
@@ -430,12 +494,15 @@ class _CompletionShape(_Shape):
 
 
 def _chat_logprob(entry: TokenLogprob) -> dict[str, Any]:
+    # "id" is llama-server's addition to OpenAI's fields (which clients ignore): the glass box shows it.
     return {
+        "id": entry.id,
         "token": entry.token,
         "logprob": entry.logprob,
         "bytes": list(entry.token_bytes),
         "top_logprobs": [
-            {"token": alt.token, "logprob": alt.logprob, "bytes": list(alt.token_bytes)} for alt in entry.alternatives
+            {"id": alt.id, "token": alt.token, "logprob": alt.logprob, "bytes": list(alt.token_bytes)}
+            for alt in entry.alternatives
         ],
     }
 

@@ -171,13 +171,28 @@ def test_a_json_schema_reply_parses_and_follows_the_schema(tiny_served: Served) 
 
 @pytest.mark.parametrize(
     ("method", "path"),
-    [("GET", "/models"), ("POST", "/chat/completions"), ("POST", "/completions"), ("GET", "/../health")],
+    [
+        ("GET", "/models"),
+        ("POST", "/chat/completions"),
+        ("POST", "/completions"),
+        ("GET", "/../health"),
+        ("POST", "/../tokenize"),
+        ("POST", "/../apply-template"),
+    ],
 )
 def test_every_route_answers_401_without_the_key(tiny_served: Served, method: str, path: str) -> None:
     answer = httpx.request(method, tiny_served.base_url + path, json={"prompt": "x"}, timeout=10)
     assert answer.status_code == 401
     with pytest.raises(openai.AuthenticationError):
         tiny_served.client(key="sk-wrong-key-0123456789").models.list()
+
+
+def test_the_glass_box_routes_are_served_on_the_public_api_too(tiny_served: Served) -> None:
+    root = tiny_served.base_url.removesuffix("/v1")  # llama-server has them at the root, beside /v1
+    headers = {"Authorization": f"Bearer {KEY}"}
+    tokens = httpx.post(root + "/tokenize", json={"content": "hi"}, headers=headers, timeout=10).json()["tokens"]
+    back = httpx.post(root + "/detokenize", json={"tokens": tokens}, headers=headers, timeout=10).json()["content"]
+    assert back.strip() == "hi"
 
 
 def _deep_schema(depth: int) -> dict[str, object]:

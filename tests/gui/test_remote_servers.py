@@ -4,13 +4,7 @@ started as a separate process, added in the Remote servers dialog and chatted wi
 from __future__ import annotations
 
 import signal
-import socket
 import subprocess
-import sys
-import time
-import urllib.request
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from PySide6.QtWidgets import QAbstractButton, QAbstractItemView, QLineEdit, QMessageBox, QWidget
@@ -20,47 +14,11 @@ from localai_app.app import build_window
 from localai_app.core.paths import AppPaths
 from localai_app.ui.main_window import MainWindow
 from localai_app.ui.remote_servers_dialog import RemoteServersDialog
+from tests.conftest import free_port
 from tests.gui.conftest import open_window
 
 pytestmark = pytest.mark.gui
 REPLY_TIMEOUT_MS = 60_000
-SERVER_START_SECONDS = 60
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-@pytest.fixture
-def llama_cpp_server(tiny_chat_model: Path, tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    """`python -m llama_cpp.server` on the tiny chat model; yields its address once /v1/models answers."""
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    log = (tmp_path / "llama-cpp-server.log").open("wb")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "llama_cpp.server", "--model", str(tiny_chat_model), "--model_alias", "tiny-chat",
-         "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "512"],
-        stdout=log, stderr=subprocess.STDOUT,
-    )  # fmt: skip
-    try:
-        deadline = time.monotonic() + SERVER_START_SECONDS
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/v1/models", timeout=1):
-                    break
-            except OSError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise AssertionError(
-                        "llama_cpp.server did not start:\n" + (tmp_path / "llama-cpp-server.log").read_text()
-                    ) from None
-                time.sleep(0.2)
-        yield url, process
-    finally:
-        process.kill()
-        process.wait()
-        log.close()
 
 
 def add_server(qtbot: QtBot, window: MainWindow, name: str, url: str, *, test_says: str) -> RemoteServersDialog:
