@@ -58,7 +58,10 @@ def test_f5_presents_and_f5_or_esc_puts_the_window_back(
     window.library_button.click()  # a panel open before presenting is open again after
     window.settings_button.click()
     window.resize(1800, 900)  # wide enough for the panels' smallest sizes, which the window enforces once it relays out
-    QApplication.processEvents()
+    # The preload and the library listing show and hide widgets when they finish: let them finish first, so the
+    # comparison sees only what presenter mode did.
+    qtbot.waitUntil(lambda: window.engine_manager.loaded_model is not None, timeout=REPLY_TIMEOUT_MS)
+    qtbot.wait(500)
     before = layout_of(window)
 
     for leave in (Qt.Key.Key_Escape, Qt.Key.Key_F5):
