@@ -44,6 +44,16 @@ class ChatSession:
         leaf = self.store.get(self.conversation_id).leaf_id
         return self._answer(self.store.add_message(self.conversation_id, leaf, "user", text), model, settings)
 
+    def preview(self, text: str, model: ModelInfo, settings: ChatSettings) -> Prompt | None:
+        """The prompt `ask(text, ...)` would return, saving nothing (the prompt inspector's view); with no `text`,
+        the prompt of the conversation as it stands (for a base model, its latest text). None: nothing to send."""
+        thread = self.store.thread(self.conversation_id) if self.conversation_id is not None else []
+        if not model.has_chat_template:
+            written = [message.content for message in thread if message.role == "user"]
+            return text or (written[-1] if written else None)
+        messages = self._messages(thread, settings) + ([{"role": "user", "content": text}] if text else [])
+        return messages if any(message["role"] != "system" for message in messages) else None
+
     def edit(self, message_id: int, text: str, model: ModelInfo, settings: ChatSettings) -> Prompt:
         """A new version of one of the user's messages, answered afresh; the old version and what followed it stay
         as a branch to flip back to."""
@@ -68,11 +78,37 @@ class ChatSession:
         thread = self.store.thread(reply.conversation_id)
         if reply.role != "assistant" or thread[-1].id != reply.id or reply.parent_id is None:
             raise AppError("Only the last reply of the conversation can be continued.")
+        return self._go_on_with(reply, model, settings)
+
+    def branch_reply(
+        self, message_id: int, before: str, token: str, model: ModelInfo, settings: ChatSettings
+    ) -> Prompt:
+        """What if the model had said `token` after `before` (the start of a reply's text)? A new version of the
+        reply with that text, to be continued by the model; the original stays as the other version."""
+        reply = self._member(message_id)
+        if reply.role != "assistant" or reply.parent_id is None:
+            raise AppError("Only a reply can be branched.")
+        if not reply.content.startswith(before):  # e.g. the tokens of a reply's reasoning, which is kept apart
+            raise AppError("The text before that token is not the reply's text, so the reply cannot branch there.")
+        branch = self.store.add_message(
+            reply.conversation_id,
+            reply.parent_id,
+            "assistant",
+            before + token,
+            model=model.name,
+            model_sha256=model.sha256,
+            settings=settings,
+        )
+        return self._go_on_with(branch, model, settings)
+
+    def _go_on_with(self, reply: Message, model: ModelInfo, settings: ChatSettings) -> Prompt:
+        """Reopens `reply`, the last message of its branch, for the model to continue."""
+        assert reply.parent_id is not None  # a reply answers something
         self.store.update_settings(reply.conversation_id, settings)
         self.reply = self.store.continue_reply(reply.id)
         if not model.has_chat_template:
             return self.store.get_message(reply.parent_id).content + reply.content
-        return self._messages(thread, settings)
+        return self._messages(self.store.thread(reply.conversation_id), settings)
 
     def flip(self, message_id: int, step: int) -> list[Message]:
         """Shows the previous (-1) or next (+1) version of a message, with what follows it; returns the thread."""

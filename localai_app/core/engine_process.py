@@ -55,6 +55,7 @@ class EngineOptions:
     gpu_layers: int = 0
     serve: ServeOptions | None = None  # also serve the public API (core/serving.py) on these terms
     model_id: str | None = None  # the model's name in API replies; the file name when None
+    vocab_only: bool = False  # only the tokenizer: tokenize, detokenize and apply the template; never generate
 
 
 @dataclass(frozen=True)
@@ -92,6 +93,8 @@ class EngineProcess:
             command += ["--threads", str(self.options.threads)]
         if self.options.model_id:
             command += ["--model-id", self.options.model_id]
+        if self.options.vocab_only:
+            command.append("--vocab-only")
         environment = {**os.environ, TOKEN_VARIABLE: token}
         environment.pop(API_KEY_VARIABLE, None)
         if self.options.serve is not None:

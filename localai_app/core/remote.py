@@ -211,6 +211,8 @@ class Backend(Protocol):
 
     def count_tokens(self, model: ModelInfo, prompt: str | list[dict[str, str]]) -> tuple[int, int]: ...
 
+    def client_for(self, model: ModelInfo) -> EngineClient: ...
+
     def stream(
         self, model: ModelInfo, prompt: str | list[dict[str, str]], sampling: SamplingOptions, *, insist: bool = False
     ) -> ReplyStream: ...
@@ -260,7 +262,7 @@ class RemoteBackend:
             self._model, self._checked, self._counts_tokens = model, wanted, True
 
     def count_tokens(self, model: ModelInfo, prompt: str | list[dict[str, str]]) -> tuple[int, int]:
-        client = self._client_for(model)
+        client = self.client_for(model)
         if not self._counts_tokens:  # asked once per model: every later prompt would cost a wasted request
             raise TokenCountUnavailableError(f"The server {model.server} cannot count tokens.", kind="no_tokenizer")
         try:
@@ -276,7 +278,7 @@ class RemoteBackend:
         self, model: ModelInfo, prompt: str | list[dict[str, str]], sampling: SamplingOptions, *, insist: bool = False
     ) -> ReplyStream:
         """Stream a reply (see EngineClient.stream); closing the iterator stops the server generating it."""
-        client = self._client_for(model)
+        client = self.client_for(model)
         self._interrupted.clear()
         events = client.stream(prompt, sampling)
         try:
@@ -304,7 +306,8 @@ class RemoteBackend:
     def shutdown(self) -> None:
         self._forget()
 
-    def _client_for(self, model: ModelInfo) -> EngineClient:
+    def client_for(self, model: ModelInfo) -> EngineClient:
+        """The client of `model`'s server, for requests beyond a reply (the glass box's routes)."""
         self.load(model)
         client = self._client
         if client is None:  # shut down from another thread since
@@ -353,6 +356,11 @@ class Backends:
 
     def count_tokens(self, model: ModelInfo, prompt: str | list[dict[str, str]]) -> tuple[int, int]:
         return self._for(model).count_tokens(model, prompt)
+
+    def client_for(self, model: ModelInfo) -> EngineClient:
+        """The client of wherever `model` runs (loading it if needed), for the glass box's routes."""
+        self.load(model)
+        return self._for(model).client_for(model)
 
     def stream(
         self, model: ModelInfo, prompt: str | list[dict[str, str]], sampling: SamplingOptions, *, insist: bool = False

@@ -62,6 +62,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--context-length", type=int, default=4096)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--gpu-layers", type=int, default=0)
+    parser.add_argument("--vocab-only", action="store_true", help="load only the tokenizer: tokenize, not generate")
     parser.add_argument("--probe", action="store_true", help="print what this llama.cpp build supports, then exit")
     # The public API (core/serving.py); its key comes in LOCALAI_SERVE_KEY, never on the command line.
     parser.add_argument("--serve-host")
@@ -124,6 +125,7 @@ def main(argv: list[str] | None = None) -> int:
             gpu_layers=args.gpu_layers,
             model_id=args.model_id,
             embeddings=embeddings,
+            vocab_only=args.vocab_only,
         )
     except TemplateError as error:
         return _fail("bad_file", f"{args.model.name}: {error}", EXIT_LOAD_FAILED)

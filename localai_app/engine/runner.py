@@ -101,11 +101,16 @@ class Runner:
         gpu_layers: int,
         model_id: str | None = None,
         embeddings: bool = False,
+        vocab_only: bool = False,
     ) -> None:
         """`model_id` names the model in API replies (the app's library name); the file name by default.
-        `embeddings`: an embedding model, loaded to make vectors (/v1/embeddings) instead of text."""
+        `embeddings`: an embedding model, loaded to make vectors (/v1/embeddings) instead of text.
+        `vocab_only`: only the tokenizer, in a fraction of a second and of the memory (the tokenizer playground's
+        second model); it tokenizes and applies its template but cannot generate."""
         self.model_path = model_path
+        self.vocab_only = vocab_only
         self.llama = llama_cpp.Llama(
+            vocab_only=vocab_only,
             model_path=str(model_path),
             n_ctx=context_length,
             n_threads=threads,
@@ -201,6 +206,7 @@ class Runner:
 
     def check(self, prompt_tokens: list[int], sampling: Sampling) -> LlamaGrammar | None:
         """Refuse what cannot be served before anything streams; the grammar `sampling` asks for, compiled."""
+        self._refuse_if_vocab_only()
         if self.description.makes_embeddings:
             raise RequestError(
                 f"{self.description.id} is an embedding model: it makes vectors (/v1/embeddings), not text"
@@ -217,8 +223,14 @@ class Runner:
         except (ValueError, KeyError, TypeError, RecursionError) as error:
             raise RequestError(f"this JSON schema cannot be turned into a grammar: {error}") from None
 
+    def _refuse_if_vocab_only(self) -> None:
+        # llama.cpp has no weights to run: decoding would read tensors that were never loaded.
+        if self.vocab_only:
+            raise RequestError(f"{self.description.id} was loaded for its vocabulary only: it tokenizes, nothing more")
+
     def embed(self, texts: list[str]) -> tuple[list[list[float]], int]:
         """Unit-length vectors for `texts` (as OpenAI's are), and how many tokens they took."""
+        self._refuse_if_vocab_only()
         if not self.description.makes_embeddings:
             raise RequestError(
                 f"{self.description.id} makes text, not embeddings: load an embedding model to use /v1/embeddings"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
 from PySide6.QtCore import QObject, Signal, Slot
 
@@ -21,6 +22,9 @@ from localai_app.core.remote import Backends, RemoteBackend
 from localai_app.core.replies import Delta, SamplingOptions
 from localai_app.core.serving import ServeOptions
 
+if TYPE_CHECKING:
+    from localai_app.core.client import EngineClient
+
 
 class EngineWorker(QObject):
     loading = Signal(str)  # model name
@@ -29,6 +33,8 @@ class EngineWorker(QObject):
     load_failed = Signal(str)  # one sentence
     refused = Signal(str)  # the model would not fit: the numbers and ways out; the user may insist
     delta = Signal(str)
+    # The TokenProbability of each token of the delta just sent; only when the sampling asked for them (token view).
+    token_probabilities = Signal(object)
     finished = Signal(dict)  # ReplyStats.as_dict(), plus "stopped"
     failed = Signal(str)
     context_measured = Signal(int, int)  # tokens of the prompt sent, the context length
@@ -49,6 +55,11 @@ class EngineWorker(QObject):
         """Thread-safe: called directly from the GUI thread while `generate` runs here."""
         self._stop.set()
         self._backends.interrupt()  # a reply still in its prompt pass has no token yet to notice the flag at
+
+    def client_for(self, model: ModelInfo) -> EngineClient:
+        """Thread-safe, and blocks (it may load `model`): for a background task of the glass box's views, whose
+        requests need not wait behind a reply streaming on this worker's thread."""
+        return self._backends.client_for(model)
 
     @Slot(object, bool)
     def load(self, model: ModelInfo, insist: bool) -> None:
@@ -109,6 +120,8 @@ class EngineWorker(QObject):
             for event in events:
                 if isinstance(event, Delta):
                     self.delta.emit(event.text)
+                    if event.probabilities:
+                        self.token_probabilities.emit(event.probabilities)
                     if self._stop.is_set():
                         events.close()
                         self.finished.emit({"stopped": True})

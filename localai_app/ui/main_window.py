@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from importlib import resources
 from typing import TYPE_CHECKING
@@ -14,6 +14,7 @@ from PySide6.QtGui import QCloseEvent, QFontMetrics, QKeyEvent, QKeySequence, QP
 from PySide6.QtWidgets import (
     QApplication,
     QComboBox,
+    QDialog,
     QHBoxLayout,
     QInputDialog,
     QLabel,
@@ -41,7 +42,7 @@ from localai_app.core.model_shape import ModelShape
 from localai_app.core.paths import AppPaths
 from localai_app.core.reasoning import ReasoningSplitter
 from localai_app.core.remote import RemoteBackend, RemoteServers, list_models
-from localai_app.core.replies import SamplingOptions
+from localai_app.core.replies import SamplingOptions, TokenChoice
 from localai_app.core.settings import DEFAULT_PRESENTER_SCALE, Settings, save_settings
 from localai_app.ui.background import run_in_background
 from localai_app.ui.chat_settings_panel import ChatSettingsPanel
@@ -56,6 +57,9 @@ if TYPE_CHECKING:
 from localai_app.ui.engine_worker import EngineWorker
 from localai_app.ui.hardware_panel import HardwarePanel
 from localai_app.ui.library_panel import LibraryPanel
+from localai_app.ui.prompt_inspector import PromptInspector
+from localai_app.ui.token_view import ALTERNATIVES, TokenPane
+from localai_app.ui.tokenizer_playground import TokenizerPlayground
 
 MIN_SCALE, MAX_SCALE, SCALE_STEP = 0.8, 2.5, 0.1  # text size: a laptop's default up to a classroom projector
 PRESENTER_MIN_SCALE, PRESENTER_MAX_SCALE = 1.5, 4.0  # presenter mode: a small room up to a hall's back row
@@ -142,6 +146,8 @@ class MainWindow(QMainWindow):
         # The model of the last session may be remote: the servers answer after the library has filled the picker.
         self._first_choice = settings.last_model
         self.remote_dialog: RemoteServersDialog | None = None  # built when first opened
+        self.prompt_inspector: PromptInspector | None = None  # the glass box's dialogs, built when first opened
+        self.tokenizer_playground: TokenizerPlayground | None = None
         self._busy = False
         self._pieces = 0
         self.local_api_panel: LocalApiPanel | None = None  # built when first shown, like Discover
@@ -174,8 +180,13 @@ class MainWindow(QMainWindow):
         self.library_panel.hide()
         self.hardware_panel = HardwarePanel(self._survey)
         self.hardware_panel.hide()
+        self.token_pane = TokenPane()  # the token view: shown while Tokens is on
+        self.token_pane.hide()
+        self.token_view = self.token_pane.view
+        self._token_reply: int | None = None  # the stored reply whose tokens the token view shows
         splitter = QSplitter(Qt.Orientation.Vertical)
         splitter.addWidget(self.chat_view)
+        splitter.addWidget(self.token_pane)
         splitter.addWidget(self.library_panel)
         splitter.addWidget(self.hardware_panel)
         splitter.setStretchFactor(0, 3)
@@ -245,6 +256,17 @@ class MainWindow(QMainWindow):
         buttons = QVBoxLayout()
         buttons.addWidget(self.send_button)
         buttons.addWidget(self.stop_button)
+        # The glass box: what the model reads of this conversation, and how any text splits into tokens.
+        self.inspect_button = QPushButton("Inspect prompt")
+        self.inspect_button.setAccessibleName("Inspect prompt")
+        self.inspect_button.setToolTip(
+            "Prompt inspector (Ctrl+I): the exact text the model receives, its tokens, its chat template"
+        )
+        self.tokenizer_button = QPushButton("Tokenizer")
+        self.tokenizer_button.setAccessibleName("Tokenizer playground")
+        self.tokenizer_button.setToolTip("Tokenizer playground (Ctrl+Shift+T): any text's tokens, two models compared")
+        buttons.addWidget(self.inspect_button)
+        buttons.addWidget(self.tokenizer_button)
         input_row.addLayout(buttons)
         return input_row
 
@@ -277,6 +299,13 @@ class MainWindow(QMainWindow):
             "Presenter mode (F5): full screen, large high-contrast text, panels hidden; Ctrl+plus and Ctrl+minus "
             "set its text size. F5 or Esc leaves it; while a reply runs, Esc stops the reply first."
         )
+        self.token_button = QPushButton("Tokens")
+        self.token_button.setAccessibleName("Token view")
+        self.token_button.setCheckable(True)
+        self.token_button.setToolTip(
+            "Token view (Ctrl+T): the next replies token by token, coloured by probability; hover or click a token "
+            "for the likeliest alternatives, and click one to continue the reply from it as a new version"
+        )
         self.load_label = QLabel()  # what the load chose (context, threads, GPU layers); the reasons as tooltip
         self.load_label.setObjectName("loadLabel")
         top = QHBoxLayout()
@@ -289,6 +318,7 @@ class MainWindow(QMainWindow):
         top.addWidget(self.local_api_button)
         top.addWidget(self.settings_button)
         top.addWidget(self.present_button)
+        top.addWidget(self.token_button)
         top.addStretch(1)
         top.addWidget(self.load_label)
         return top
@@ -343,6 +373,7 @@ class MainWindow(QMainWindow):
         self.worker.load_failed.connect(self._show_error)
         self.worker.refused.connect(self._on_refused)
         self.worker.delta.connect(self._on_delta)
+        self.worker.token_probabilities.connect(self.token_view.append_tokens)
         self.worker.finished.connect(self._on_finished)
         self.worker.failed.connect(self._on_failed)
         self.worker.context_measured.connect(self._on_context_measured)
@@ -361,6 +392,14 @@ class MainWindow(QMainWindow):
         self.discover_button.toggled.connect(self._toggle_discover)
         self.local_api_button.toggled.connect(self._toggle_local_api)
         self.present_button.toggled.connect(self.set_presenting)
+        # Window-wide shortcuts, so both open in presenter mode too, where these buttons are hidden.
+        self.inspect_button.clicked.connect(self.inspect_prompt)
+        QShortcut(QKeySequence("Ctrl+I"), self).activated.connect(self.inspect_prompt)
+        self.tokenizer_button.clicked.connect(self.open_tokenizer_playground)
+        QShortcut(QKeySequence("Ctrl+Shift+T"), self).activated.connect(self.open_tokenizer_playground)
+        self.token_button.toggled.connect(self.token_pane.setVisible)
+        QShortcut(QKeySequence("Ctrl+T"), self).activated.connect(self.token_button.toggle)
+        self.token_view.what_if.connect(self._what_if)
         self.insist_button.clicked.connect(self._insist)
         self.recover_button.clicked.connect(self._recover_conversations)
         self.sidebar.opened.connect(self.open_conversation)
@@ -464,6 +503,43 @@ class MainWindow(QMainWindow):
         self.remote_dialog.show()
         self.remote_dialog.activateWindow()  # already open behind the window: bring it forward
 
+    # -- glass box ---------------------------------------------------------------------------------------------
+
+    def inspect_prompt(self) -> None:
+        """Opens (or brings forward) the prompt inspector on the conversation as it is now."""
+        if self.prompt_inspector is None:
+            self.prompt_inspector = PromptInspector(self._prompt_to_inspect, self.worker.client_for, self)
+        self._bring_forward(self.prompt_inspector)
+        self.prompt_inspector.refresh()
+
+    def _prompt_to_inspect(self) -> tuple[ModelInfo, Prompt] | str:
+        """What Send would send now (the message being written included), or why there is nothing yet."""
+        model = self.current_model()
+        if model is None:
+            return "Pick a model first: the prompt is what that model would read."
+        prompt = self.session.preview(self.prompt_box.toPlainText().strip(), model, self.chat_settings(model))
+        if prompt is None:
+            return "Write a message first: the inspector shows what the model would read with it."
+        return model, prompt
+
+    def open_tokenizer_playground(self) -> None:
+        if self.tokenizer_playground is None:
+            self.tokenizer_playground = TokenizerPlayground(
+                self.current_model,
+                self.worker.client_for,
+                lambda: [model for model in self._usable() if not model.server],  # a second engine runs files here
+                log_file=self._paths.logs / "vocabulary-engine.log",
+                parent=self,
+            )
+        self._bring_forward(self.tokenizer_playground)
+        self.tokenizer_playground.refresh()
+
+    @staticmethod
+    def _bring_forward(dialog: QDialog) -> None:
+        """Non-modal, above the window (presenter mode's full screen too), and forward if it was already open."""
+        dialog.show()
+        dialog.activateWindow()
+
     # -- chat --------------------------------------------------------------------------------------------------
 
     def sampling(self) -> SamplingOptions:
@@ -498,10 +574,15 @@ class MainWindow(QMainWindow):
         self._set_busy(True)
         self._pieces = 0
         self._save_timer.start()
-        self.generate_requested.emit(model, prompt, self.sampling(), self.chat_settings(model))
+        sampling = self.sampling()
+        if self.token_button.isChecked():  # probabilities are asked for only then: off, the token view costs nothing
+            sampling = replace(sampling, top_logprobs=ALTERNATIVES)
+            self._show_tokens_of(self.session.reply.message_id if self.session.reply is not None else None, so_far)
+        self.generate_requested.emit(model, prompt, sampling, self.chat_settings(model))
 
-    def act_on_message(self, action: str, message_id: int, new_text: str = "") -> None:
-        """Edit (with `new_text`), regenerate or continue a message, or show its previous or next version."""
+    def act_on_message(self, action: str, message_id: int, new_text: str = "", token: str = "") -> None:
+        """Edit (with `new_text`), regenerate or continue a message, branch a reply (with `new_text` its text before a
+        token, and `token` the alternative to put there), or show a message's previous or next version."""
         model = self.current_model()
         if self._busy or model is None:
             self.statusBar().showMessage("Stop the reply first, or wait for it to finish.", 5000)
@@ -518,6 +599,9 @@ class MainWindow(QMainWindow):
                 prompt = self.session.edit(message_id, new_text, model, settings)
             elif action == "regenerate":
                 prompt = self.session.regenerate(message_id, model, settings)
+            elif action == "branch":
+                so_far = new_text + token
+                prompt = self.session.branch_reply(message_id, new_text, token, model, settings)
             else:
                 so_far = self.session.store.get_message(message_id).content
                 prompt = self.session.continue_reply(message_id, model, settings)
@@ -526,6 +610,17 @@ class MainWindow(QMainWindow):
             return
         self._show_current(leave_out=message_id if action == "continue" else None)
         self._start_reply(model, prompt, so_far=so_far)
+
+    def _show_tokens_of(self, message_id: int | None, so_far: str = "") -> None:
+        """The token view shows the reply `message_id`, which starts with `so_far`, from now on (None: an empty
+        view, till the next reply)."""
+        self._token_reply = message_id
+        self.token_view.begin(so_far)
+
+    def _what_if(self, position: int, choice: TokenChoice) -> None:
+        """The reply in the token view, continued from `choice` in place of its token at `position`."""
+        if self._token_reply is not None:
+            self.act_on_message("branch", self._token_reply, self.token_view.text_before(position), choice.token)
 
     def _on_message_action(self, action: str, message_id: int) -> None:
         if action != "edit":
@@ -564,6 +659,7 @@ class MainWindow(QMainWindow):
             return
         self.session.start_new()
         self.chat_view.clear()
+        self._show_tokens_of(None)
         self.sidebar.set_current(None)
         self.prompt_box.setFocus()
 
@@ -579,6 +675,7 @@ class MainWindow(QMainWindow):
             return
         settings = self.session.store.get(conversation_id).settings
         self.settings_panel.show_settings(settings)
+        self._show_tokens_of(None)
         self._use_model_of(settings)
         self._show_current()
         if message_id is not None:
@@ -785,6 +882,7 @@ class MainWindow(QMainWindow):
         if self._split_replies:
             self._route(self._splitter.finish())
         self.chat_view.end_reply(note)
+        self.token_view.can_branch = self._token_reply is not None  # saved: a what-if can start from it now
         self._save_timer.stop()
         self._set_busy(False)
 
@@ -966,6 +1064,8 @@ class MainWindow(QMainWindow):
         save_settings(self._paths.config, self._settings)
         if self.discover_panel is not None:
             self.discover_panel.shutdown()  # partial downloads stay on disk and resume at the next start
+        if self.tokenizer_playground is not None:
+            self.tokenizer_playground.shutdown()  # its comparison model's engine
         self.worker.request_stop()
         self.engine_manager.shutdown()  # kills the engine, which also ends a stream the worker may be reading
         self._thread.quit()

@@ -174,3 +174,20 @@ def test_a_server_without_the_routes_gets_one_sentence(llama_cpp_server: tuple[s
             client.apply_template(MESSAGES)
     finally:
         client.close()
+
+
+def test_a_vocabulary_only_engine_tokenizes_as_the_full_one_and_refuses_to_generate(
+    chat_client: EngineClient, tiny_chat_model: Path
+) -> None:
+    process = EngineProcess(tiny_chat_model, EngineOptions(context_length=512, threads=1, vocab_only=True))
+    endpoint = process.start()
+    client = EngineClient(endpoint.base_url, endpoint.token)
+    try:
+        assert client.tokenize("Hi <s> é") == chat_client.tokenize("Hi <s> é")
+        assert client.apply_template(MESSAGES) == chat_client.apply_template(MESSAGES)
+        with pytest.raises(EngineError, match="loaded for its vocabulary only: it tokenizes, nothing more"):
+            list(client.stream_completion("Hi", SamplingOptions(max_tokens=2)))
+        assert process.is_alive()  # refused, not crashed on weights it does not have
+    finally:
+        client.close()
+        process.stop()

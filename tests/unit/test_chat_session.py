@@ -116,3 +116,31 @@ def test_the_last_reply_is_continued_in_place(session: ChatSession) -> None:
     assert session.store.get_message(story).state == "interrupted"
     with pytest.raises(AppError, match="Only the last reply"):
         session.continue_reply(answer, CHAT, SETTINGS)
+
+
+def test_a_what_if_branch_is_a_new_version_starting_with_the_alternative_token(session: ChatSession) -> None:
+    session.ask("Capital of France?", CHAT, SETTINGS)
+    original = reply(session, "Paris is the capital.")
+    prompt = session.branch_reply(original, "Paris", " was", CHAT, SETTINGS)
+    # The prompt ends inside the new version, so the engine continues it (continue_final_message).
+    assert contents(prompt)[-1] == ("assistant", "Paris was")
+    assert session.reply is not None
+    branch = session.reply.message_id
+    session.append(" lovely.")
+    session.finish({"completion_tokens": 2})
+    assert session.store.get_message(branch).content == "Paris was lovely."
+    assert session.versions(branch) == (2, 2) and session.versions(original) == (1, 2)
+    assert session.store.get_message(original).content == "Paris is the capital."
+    session.ask("Once", BASE, SETTINGS)
+    base_reply = reply(session, " upon a time")
+    assert session.branch_reply(base_reply, " upon", " the", BASE, SETTINGS) == "Once upon the"
+
+
+def test_a_reply_cannot_branch_where_its_tokens_are_not_its_text(session: ChatSession) -> None:
+    session.ask("Capital of France?", CHAT, SETTINGS)
+    original = reply(session, "Paris.", reasoning="The user asks...")
+    with pytest.raises(AppError, match="cannot branch there"):
+        session.branch_reply(original, "The user", " wants", CHAT, SETTINGS)  # the reasoning's tokens
+    question = session.store.thread(session.store.get_message(original).conversation_id)[0]
+    with pytest.raises(AppError, match="Only a reply"):
+        session.branch_reply(question.id, "", "x", CHAT, SETTINGS)

@@ -1,0 +1,128 @@
+"""The token view as a teacher uses it: Ctrl+T, a reply token by token coloured by probability, the alternatives at a
+token as a bar chart, and "what if it had said this instead?" as a new version of the reply."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+from PySide6.QtCore import QPoint, Qt
+from PySide6.QtGui import QTextCursor
+from PySide6.QtTest import QTest
+from pytestqt.qtbot import QtBot
+
+from localai_app.core.paths import AppPaths
+from localai_app.core.replies import SamplingOptions
+from localai_app.ui.main_window import MainWindow
+from localai_app.ui.token_view import ALTERNATIVES, is_sampled, probability_colour
+from tests.gui.conftest import open_window
+
+pytestmark = [
+    pytest.mark.gui,
+    # The pinned chart is a popup, which the offscreen platform cannot raise or give the keyboard to; a desktop can.
+    pytest.mark.qt_log_ignore("This plugin does not support (raise|grabbing the keyboard)"),
+]
+REPLY_TIMEOUT_MS = 60_000
+SEED = 1234
+
+
+def start(qtbot: QtBot, paths: AppPaths, close_windows: list[MainWindow]) -> tuple[MainWindow, list[SamplingOptions]]:
+    """The tiny chat model's window, with a fixed seed and short replies; the sampling of each request it sends."""
+    window = open_window(qtbot, paths, "tiny-chat")
+    close_windows.append(window)
+    window.resize(1400, 900)
+    window.activateWindow()
+    qtbot.waitUntil(window.isActiveWindow)  # shortcuts reach the active window only
+    window.max_tokens.setValue(24)
+    window.seed.setValue(SEED)
+    sent: list[SamplingOptions] = []
+    window.generate_requested.connect(lambda model, prompt, sampling, chat: sent.append(sampling))
+    return window, sent
+
+
+def ask(qtbot: QtBot, window: MainWindow, text: str) -> None:
+    window.prompt_box.setPlainText(text)
+    window.send_button.click()
+    qtbot.waitUntil(window.send_button.isEnabled, timeout=REPLY_TIMEOUT_MS)
+
+
+def test_token_view_colours_each_token_and_charts_its_alternatives(
+    qtbot: QtBot, tiny_library_paths: AppPaths, close_windows: list[MainWindow], tmp_path: Path
+) -> None:
+    window, sent = start(qtbot, tiny_library_paths, close_windows)
+    QTest.keyClick(window, Qt.Key.Key_T, Qt.KeyboardModifier.ControlModifier)
+    assert window.token_button.isChecked() and window.token_pane.isVisible()
+    ask(qtbot, window, "Hello there")
+    assert sent[-1].top_logprobs == ALTERNATIVES
+    view = window.token_view
+    qtbot.waitUntil(lambda: view.toPlainText() != "")
+    conversation = window.session.conversation_id
+    assert conversation is not None
+    stored = window.session.store.thread(conversation)[-1]
+    assert stored.stats is not None and len(view.tokens) == stored.stats["completion_tokens"] > 0
+    for position, token in enumerate(view.tokens):  # each token shown in its colour, as a link to its chart
+        cursor = QTextCursor(view.document())
+        cursor.setPosition(view._starts[position] + 1)
+        shown = cursor.charFormat()
+        assert shown.background().color() == probability_colour(token.probability)
+        assert shown.anchorHref() == f"token:{position}"
+
+    rect = view.token_rect(0)
+    QTest.mouseMove(view.viewport(), rect.center())
+    qtbot.waitUntil(view.chart.isVisible)
+    assert not view.chart.pinned and view.chart.position == 0
+    QTest.mouseClick(view.viewport(), Qt.MouseButton.LeftButton, pos=rect.center())
+    qtbot.waitUntil(lambda: view.chart.pinned and view.chart.isVisible())
+    rows = view.chart.rows
+    probabilities = [row.probability for row in rows]
+    assert 0 < len(rows) <= ALTERNATIVES
+    assert probabilities == sorted(probabilities, reverse=True) and math.fsum(probabilities) <= 1 + 1e-6
+    assert view.chart.token is view.tokens[0]
+    window.grab().save(str(tmp_path / "token-view.png"))
+    view.chart.grab().save(str(tmp_path / "token-chart.png"))
+    print("screenshots in", tmp_path)
+
+
+def test_token_view_off_asks_for_no_probabilities(
+    qtbot: QtBot, tiny_library_paths: AppPaths, close_windows: list[MainWindow]
+) -> None:
+    window, sent = start(qtbot, tiny_library_paths, close_windows)
+    ask(qtbot, window, "Hello there")
+    assert sent[-1].top_logprobs is None and not window.token_pane.isVisible()
+    assert window.token_view.tokens == [] and window.chat_view.reply_so_far()
+
+
+def test_an_alternative_token_branches_the_reply_deterministically(
+    qtbot: QtBot, tiny_library_paths: AppPaths, close_windows: list[MainWindow], tmp_path: Path
+) -> None:
+    window, _ = start(qtbot, tiny_library_paths, close_windows)
+    window.token_button.click()
+    ask(qtbot, window, "Hello there")
+    view = window.token_view
+    original = window.session.store.thread(window.session.conversation_id or 0)[-1]
+    position = next(
+        index for index in range(1, len(view.tokens)) if original.content.startswith(view.text_before(index + 1))
+    )
+    before = view.text_before(position)
+    view.show_alternatives(position, pinned=True)
+    qtbot.waitUntil(view.chart.isVisible)
+    row = next(index for index, choice in enumerate(view.chart.rows) if not is_sampled(choice, view.tokens[position]))
+    alternative = view.chart.rows[row]
+    height = view.chart._row_height()
+    QTest.mouseClick(view.chart, Qt.MouseButton.LeftButton, pos=QPoint(20, 6 + (row + 1) * height + height // 2))
+    qtbot.waitUntil(window.send_button.isEnabled, timeout=REPLY_TIMEOUT_MS)
+    window.grab().save(str(tmp_path / "what-if.png"))
+
+    thread = window.session.store.thread(original.conversation_id)
+    branch = thread[-1]
+    assert branch.id != original.id and branch.parent_id == original.parent_id
+    assert branch.content.startswith(before + alternative.token) and branch.state == "complete"
+    assert window.session.versions(branch.id) == (2, 2)
+    assert window.session.store.get_message(original.id).content == original.content  # the original stays
+    assert "◀" in window.chat_view.toPlainText() and "2/2" in window.chat_view.toPlainText()
+
+    window.act_on_message("branch", original.id, before, alternative.token)  # the same what-if again
+    qtbot.waitUntil(window.send_button.isEnabled, timeout=REPLY_TIMEOUT_MS)
+    again = window.session.store.thread(original.conversation_id)[-1]
+    assert again.id != branch.id and again.content == branch.content  # same seed, same continuation
