@@ -1058,6 +1058,9 @@ class MainWindow(QMainWindow):
                 QTimer.singleShot(0, self._discover)
 
     def closeEvent(self, event: QCloseEvent) -> None:
+        # The presenter text size is the application's font: left set, it would carry over to dialogs and any
+        # window opened after this one.
+        self.set_presenting(False)
         self._settings.sampling.temperature = self.temperature.value()
         self._settings.sampling.max_tokens = self.max_tokens.value()
         self._settings.sampling.seed = self.sampling().seed

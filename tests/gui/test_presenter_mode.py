@@ -206,3 +206,14 @@ def test_the_presenter_scale_is_its_own_and_is_kept(
     activate(qtbot, again)
     QTest.keyClick(again, Qt.Key.Key_0, Qt.KeyboardModifier.ControlModifier)  # back to the default presenter size
     assert QApplication.font().pointSizeF() == pytest.approx(base * DEFAULT_PRESENTER_SCALE)
+
+
+def test_closing_while_presenting_leaves_the_application_font_as_it_was(
+    qtbot: QtBot, tiny_library_paths: AppPaths
+) -> None:
+    window = open_window(qtbot, tiny_library_paths, "tiny-chat")
+    everyday = QApplication.font().pointSizeF()
+    window.set_presenting(True)
+    assert QApplication.font().pointSizeF() > everyday
+    window.close()
+    assert QApplication.font().pointSizeF() == everyday
