@@ -206,10 +206,9 @@ class EngineAPI:
         width = self.runner.llama.n_embd()
         if body.dimensions is not None and body.dimensions != width:
             return error_response(400, f"this model makes vectors of {width} dimensions only")
-        try:
-            ticket = self.turns.admit(self.priority)
-        except QueueFullError as error:
-            return error_response(429, str(error), "rate_limit_error", {"Retry-After": str(error.retry_after)})
+        ticket = self._admit()
+        if isinstance(ticket, Response):
+            return ticket
         cancel = threading.Event()
 
         def embed_in_turn() -> tuple[list[list[float]], int] | None:
@@ -242,6 +241,13 @@ class EngineAPI:
             }
         )
 
+    def _admit(self) -> Ticket | Response:
+        """A place in the generation queue, or the 429 (with Retry-After) for an API request past its limit."""
+        try:
+            return self.turns.admit(self.priority)
+        except QueueFullError as error:
+            return error_response(429, str(error), "rate_limit_error", {"Retry-After": str(error.retry_after)})
+
     async def _respond(
         self,
         request: Request,
@@ -256,10 +262,9 @@ class EngineAPI:
             grammar = self.runner.check(tokens, sampling)
         except (RequestError, TemplateError, ValueError) as error:
             return error_response(400, str(error))
-        try:
-            ticket = self.turns.admit(self.priority)
-        except QueueFullError as error:
-            return error_response(429, str(error), "rate_limit_error", {"Retry-After": str(error.retry_after)})
+        ticket = self._admit()
+        if isinstance(ticket, Response):
+            return ticket
         job = _Job(tokens, sampling, grammar, ticket)
         if stream:
             return _JobResponse(

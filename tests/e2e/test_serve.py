@@ -26,16 +26,11 @@ from localai_app.core.paths import AppPaths
 from localai_app.core.replies import ReplyStats, SamplingOptions
 from localai_app.core.serving import RequestRecord, ServeOptions, snippets
 from localai_app.engine.protocol import MAX_MESSAGES, MAX_SCHEMA_BYTES, MAX_SCHEMA_DEPTH, MAX_TOKENS
+from tests.conftest import free_port
 from tests.e2e.test_starter_and_cli import run_cli
 
 KEY = "sk-local-test-0123456789abcdef"
 START_TIMEOUT = 120.0
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 class Served:
@@ -63,7 +58,7 @@ class Served:
 
 @contextmanager
 def serving(model: Path, basedir: Path, *extra: str) -> Iterator[Served]:
-    port = _free_port()
+    port = free_port()
     command = [sys.executable, "-m", "localai_app", "--basedir", str(basedir), "serve", "--model", str(model)]
     command += ["--port", str(port), "--ctx", "512", "--threads", "2", *extra]
     with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True) as process:
@@ -360,7 +355,7 @@ def test_a_port_in_use_is_named_in_one_sentence(tiny_chat_model: Path, tmp_path:
 
 def test_the_apps_own_reply_goes_ahead_of_queued_api_requests(app_paths: AppPaths, starter_model: Path) -> None:
     manager = manager_for(app_paths, Overrides(context=2048, threads=2))
-    manager.serve = ServeOptions(port=_free_port())
+    manager.serve = ServeOptions(port=free_port())
     reports: list[RequestRecord] = []
     manager.on_request = reports.append
     model = Library(app_paths).find(str(starter_model))

@@ -18,18 +18,12 @@ from localai_app.core.serving import API_KEY_CREDENTIAL, RequestRecord
 from localai_app.core.settings import SETTINGS_FILE, LocalApi, load_settings
 from localai_app.ui.local_api_panel import MAX_LOG_ROWS, LocalApiPanel
 from localai_app.ui.main_window import MainWindow
+from tests.conftest import free_port
 from tests.gui.conftest import open_window
 
 pytestmark = pytest.mark.gui
 LOAD_TIMEOUT_MS = 60_000
 KEY_NEEDED = "set an API key first"  # from ServeOptions.check's sentence for an exposed address without a key
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def open_panel(qtbot: QtBot, paths: AppPaths, close_windows: list[MainWindow]) -> tuple[MainWindow, LocalApiPanel]:
