@@ -67,7 +67,7 @@ class ModelInfo:
     sha256: str | None = None
     problem: str | None = None  # why the file cannot be used; None when it can
     shape: ModelShape | None = None  # what memory and speed estimates need; None when the header lacks it
-    origin: str = ""  # "owner/repo@commit" for a model downloaded from the Hub
+    origin: str = ""  # "owner/repo@commit" (the full commit hash) for a model downloaded from the Hub
     # The remote server (core/remote.py) that runs it; "" for a file on this machine. A remote model has no file:
     # its path is empty and nothing local (load, estimates, removal, hashing) applies to it.
     server: str = ""
@@ -293,7 +293,7 @@ class Library:
             source=source,
             file_size=sum(stat.st_size for stat in sizes),
             sha256=sha256,
-            origin=f"{origin.get('repo')}@{str(origin.get('commit'))[:7]}" if origin else "",
+            origin=f"{origin.get('repo')}@{origin.get('commit')}" if origin else "",
             **fields,
         )
 

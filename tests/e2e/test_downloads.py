@@ -98,6 +98,9 @@ def test_a_download_is_verified_installed_and_recorded(app_paths: AppPaths, hub:
     assert record["size"] == SIZE
     assert record["sha256"] == hashlib.sha256(content).hexdigest()
     assert hub.bytes_served(FILE) == SIZE
+    # The library names where it came from with the whole commit hash: the evaluation report's provenance.
+    (model,) = Library(app_paths, include_starter=False).models()
+    assert model.origin == f"{REPO}@{hub.commit_of(REPO)}" and len(hub.commit_of(REPO)) == 40
 
 
 def test_cut_three_times_in_a_row_resumes_each_time(app_paths: AppPaths, hub: FakeHub, content: bytes) -> None:
