@@ -1,6 +1,6 @@
 """16 streaming clients at once against `localai-app serve` on the starter model (2 threads, 2048 context), each
-asking for the same number of tokens with its own fresh prompt, through the official `openai` package
-(`AsyncOpenAI`, retries off: a 429 is counted, never retried).
+asking for the same number of tokens with its own fresh prompt, through the same measuring code as
+`localai-app bench` (core/bench_requests.py: httpx, SSE, no retries: a 429 is counted, never retried).
 
 Every request must either complete or be refused with HTTP 429 (the queue is full); any other outcome is a failure,
 printed loudly, and the script exits with status 1. For completed requests: p50 and p95 latency (request sent ->
@@ -19,87 +19,33 @@ The first pass uses serve's default queue limit (or --max-queue); a second pass 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import math
 import re
 import statistics
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
-
-import openai
 
 from benchmarks.engine_vs_raw import fresh_prompt
 from benchmarks.serve_vs_raw import Served, load_average, serving
+from localai_app.core.bench_requests import Burst, Outcome, percentile, run_requests
 from localai_app.core.serving import DEFAULT_MAX_QUEUE
 from localai_app.core.starter import ensure_starter
 
-SEED = 1
 LOG_WAIT = 5.0  # seconds for serve's request log to catch up with the replies
 STATUS_IN_LOG = re.compile(r"POST /v1/completions  (\d{3})  ")
 
 
-@dataclass(frozen=True)
-class Outcome:
-    status: str  # "completed", "refused" (HTTP 429) or "failed"
-    latency_s: float = 0.0  # request sent -> last token (or -> the refusal)
-    ttft_s: float = 0.0
-    tokens: int = 0  # the server's usage.completion_tokens
-    chunks: int = 0  # streamed chunks that carried text
-    detail: str = ""  # why it failed, or the Retry-After of a refusal
+def single_streams(served: Served, rounds: int, tokens: int, first_prompt: int) -> list[Outcome]:
+    return [
+        run_requests(served.base_url, served.key, served.model, [fresh_prompt(first_prompt + number)], tokens)[0][0]
+        for number in range(rounds)
+    ]
 
 
-async def one_request(client: openai.AsyncOpenAI, model: str, prompt: str, tokens: int) -> Outcome:
-    started = time.perf_counter()
-    first = last = 0.0
-    chunks = usage_tokens = 0
-    finished = False
-    try:
-        stream = await client.completions.create(
-            model=model, prompt=prompt, max_tokens=tokens, temperature=0.0, seed=SEED, stream=True
-        )
-        async with stream:
-            async for chunk in stream:
-                if chunk.choices and chunk.choices[0].text:
-                    last = time.perf_counter()
-                    first = first or last
-                    chunks += 1
-                if chunk.choices and chunk.choices[0].finish_reason is not None:
-                    finished = True
-                if chunk.usage is not None:
-                    usage_tokens = chunk.usage.completion_tokens
-    except openai.RateLimitError as refused:
-        retry_after = refused.response.headers.get("Retry-After", "none")
-        return Outcome("refused", time.perf_counter() - started, detail=f"Retry-After {retry_after}")
-    except Exception as error:  # anything else is exactly what this benchmark is here to catch
-        return Outcome("failed", time.perf_counter() - started, detail=f"{type(error).__name__}: {error}")
-    if not finished or not chunks:
-        return Outcome("failed", time.perf_counter() - started, detail=f"stream ended early after {chunks} chunks")
-    return Outcome("completed", last - started, first - started, usage_tokens, chunks)
-
-
-def percentile(values: list[float], share: float) -> float:
-    """Nearest-rank percentile: a value some request really had."""
-    ordered = sorted(values)
-    return ordered[max(0, math.ceil(share * len(ordered)) - 1)]
-
-
-async def single_streams(served: Served, rounds: int, tokens: int, first_prompt: int) -> list[Outcome]:
-    async with served.async_client() as client:
-        return [
-            await one_request(client, served.model, fresh_prompt(first_prompt + number), tokens)
-            for number in range(rounds)
-        ]
-
-
-async def burst(served: Served, clients: int, tokens: int, first_prompt: int) -> tuple[list[Outcome], float]:
-    async with served.async_client() as client:
-        started = time.perf_counter()
-        outcomes = await asyncio.gather(
-            *(one_request(client, served.model, fresh_prompt(first_prompt + n), tokens) for n in range(clients))
-        )
-        return list(outcomes), time.perf_counter() - started
+def burst(served: Served, clients: int, tokens: int, first_prompt: int) -> Burst:
+    prompts = [fresh_prompt(first_prompt + n) for n in range(clients)]
+    outcomes, wall = run_requests(served.base_url, served.key, served.model, prompts, tokens)
+    return Burst(clients, outcomes, wall)
 
 
 def logged_statuses(served: Served, expected: int) -> list[str]:
@@ -117,9 +63,10 @@ def run_pass(model: Path, max_queue: int | None, args: argparse.Namespace) -> in
     options = ("--max-queue", str(max_queue)) if max_queue is not None else ()
     print(f"\n== --max-queue {max_queue if max_queue is not None else f'default ({DEFAULT_MAX_QUEUE})'}")
     with serving(model, *options) as served:
-        asyncio.run(single_streams(served, 1, 4, 1000))  # warm up: first request after a load is slower
-        singles = asyncio.run(single_streams(served, args.single_rounds, args.tokens, 2000))
-        outcomes, wall = asyncio.run(burst(served, args.clients, args.tokens, 3000))
+        single_streams(served, 1, 4, 1000)  # warm up: first request after a load is slower
+        singles = single_streams(served, args.single_rounds, args.tokens, 2000)
+        clients = burst(served, args.clients, args.tokens, 3000)
+        outcomes, wall = clients.outcomes, clients.wall_s
         statuses = logged_statuses(served, 1 + args.single_rounds + args.clients)
     failed = [o for o in singles + outcomes if o.status == "failed"]
     for outcome in failed:
@@ -131,9 +78,7 @@ def run_pass(model: Path, max_queue: int | None, args: argparse.Namespace) -> in
         + "  ".join(f"{o.tokens / o.latency_s:.1f}" for o in good_singles)
         + f" tok/s, median {single_speed:.1f} tok/s"
     )
-    completed = [o for o in outcomes if o.status == "completed"]
-    refused = [o for o in outcomes if o.status == "refused"]
-    total_tokens = sum(o.tokens for o in completed)
+    completed, refused, total_tokens = clients.completed, clients.refused, clients.tokens
     print(
         f"{args.clients} concurrent: {len(completed)} completed, {len(refused)} refused (429), "
         f"{len(outcomes) - len(completed) - len(refused)} failed, wall {wall:.1f} s"
@@ -141,7 +86,7 @@ def run_pass(model: Path, max_queue: int | None, args: argparse.Namespace) -> in
     if completed:
         latencies = [o.latency_s for o in completed]
         ttfts = [o.ttft_s for o in completed]
-        concurrent_speed = total_tokens / wall
+        concurrent_speed = clients.throughput_tok_s
         print(
             f"  latency (sent -> last token)   p50 {statistics.median(latencies):.2f} s"
             f"  p95 {percentile(latencies, 0.95):.2f} s  min {min(latencies):.2f}  max {max(latencies):.2f}"

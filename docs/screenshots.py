@@ -1,6 +1,7 @@
 """Makes the README's screenshots from the real window, offline: real replies of the bundled starter model in the
-conversations view, presenter mode at 1920x1080 while a reply streams, the Discover panel against the loopback Hub,
-and the Local API panel serving the starter.
+conversations view, presenter mode at 1920x1080 while a reply streams, side by side (the starter at two
+temperatures), the Discover panel against the loopback Hub, the Local API panel serving the starter, and the sampling
+lab on the starter's next token.
 
 QT_QPA_PLATFORM=offscreen PYTHONPATH=. .venv/bin/python docs/screenshots.py
 """
@@ -75,6 +76,28 @@ def presenter(basedir: Path) -> None:
     window.close()
 
 
+def side_by_side(basedir: Path) -> None:
+    """The starter model twice, at temperature 0 and 1.2 with one seed: what randomness does to one prompt."""
+    paths = AppPaths.under(basedir).create()
+    window = build_window(paths)
+    window.show()
+    wait_until(lambda: window.current_model() is not None)
+    panes = window.open_side_by_side()
+    panes.resize(1400, 820)
+    model = window.current_model()
+    panes.choose(model.name if model else None, model.name if model else None)
+    for pane, temperature in zip(panes.panes, (0.0, 1.2), strict=True):
+        pane.settings_panel.temperature.setValue(temperature)
+        pane.settings_panel.seed.setValue(7)
+        pane.settings_panel.max_tokens.setValue(80)
+    panes.prompt_box.setPlainText("The three laws of motion are")
+    panes.send_button.click()
+    wait_until(lambda: not panes.busy, timeout=300)
+    QApplication.processEvents()
+    panes.grab().save(str(DOCS / "side-by-side.png"))
+    window.close()
+
+
 def discover(hub: FakeHub, basedir: Path) -> None:
     paths = AppPaths.under(basedir).create()
     window = build_window(paths)
@@ -131,6 +154,52 @@ def local_api(basedir: Path) -> None:
     window.close()
 
 
+def evaluate(basedir: Path) -> None:
+    """The Evaluate panel after a short real benchmark of the starter model (its results, charts and cost)."""
+    paths = AppPaths.under(basedir).create()
+    window = build_window(paths)
+    window.resize(1400, 900)
+    window.show()
+    wait_until(lambda: window.current_model() is not None)
+    window.evaluate_button.click()
+    panel = window.evaluate_panel
+    assert panel is not None
+    wait_until(lambda: panel.model_list.count() > 0)
+    model = window.current_model()
+    panel.set_chosen([model.name if model else ""])
+    panel.prompt_tokens.setValue(128)
+    panel.gen_tokens.setValue(32)
+    panel.repeat.setValue(2)
+    panel.concurrency.setText("1,2")
+    panel.quality.setChecked(False)
+    panel.run_button.click()
+    wait_until(lambda: panel.document is not None or not panel.is_running(), timeout=600)
+    QApplication.processEvents()
+    window.grab().save(str(DOCS / "evaluate.png"))
+    window.close()
+
+
+def sampling_lab(basedir: Path) -> None:
+    """The sampling lab on the starter's next token after a real prompt, with settings whose cuts show."""
+    paths = AppPaths.under(basedir).create()
+    window = build_window(paths)
+    window.show()
+    wait_until(lambda: window.current_model() is not None)
+    window.prompt_box.setPlainText("The capital of France is")
+    window.lab_button.click()
+    lab = window.sampling_lab
+    assert lab is not None
+    lab.resize(1300, 400)
+    wait_until(lambda: not lab.busy, timeout=120)
+    for slider, value in ((lab.temperature, 80), (lab.top_k, 40), (lab.top_p, 90), (lab.min_p, 10)):
+        slider.setValue(value)
+    lab.seed.setValue(7)
+    wait_until(lambda: lab.chart.drawn_is_current and not lab.busy, timeout=120)
+    QApplication.processEvents()
+    lab.grab().save(str(DOCS / "sampling-lab.png"))
+    window.close()
+
+
 def main() -> None:
     QApplication.instance() or QApplication([])
     model = ensure_starter()
@@ -153,8 +222,11 @@ def main() -> None:
         os.environ["HF_ENDPOINT"] = hub.url
         conversations(Path(scratch) / "conversations")
         presenter(Path(scratch) / "presenter")
+        side_by_side(Path(scratch) / "side-by-side")
         discover(hub, Path(scratch) / "discover")
         local_api(Path(scratch) / "local-api")
+        evaluate(Path(scratch) / "evaluate")
+        sampling_lab(Path(scratch) / "sampling-lab")
 
 
 if __name__ == "__main__":

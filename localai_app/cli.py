@@ -12,7 +12,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from localai_app import __version__, cli_conversations, cli_glass, cli_hub, cli_serve
+from localai_app import __version__, cli_bench, cli_conversations, cli_glass, cli_hub, cli_serve
 from localai_app.core import hardware
 from localai_app.core.advice import advise_here
 from localai_app.core.chat_session import ChatSession, Prompt
@@ -67,6 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_hub.add_commands(commands)
     cli_conversations.add_commands(commands)
     _add_load_options(cli_serve.add_command(commands))
+    cli_bench.add_command(commands)
     return parser
 
 
@@ -121,6 +122,8 @@ def main(argv: list[str] | None = None) -> int:
             return cli_conversations.run(paths, args)
         if args.command == "serve":
             return cli_serve.serve(paths, args, _overrides(args, load_settings(paths.config).overrides()))
+        if args.command == "bench":
+            return cli_bench.run(paths, args)
         if args.command == "tokenize":
             return cli_glass.tokenize(paths, args, _overrides(args, load_settings(paths.config).overrides()))
         return chat(paths, args)

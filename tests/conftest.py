@@ -7,11 +7,14 @@ import sys
 import time
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
 from localai_app.core import starter
+from localai_app.core.client import EngineClient
+from localai_app.core.engine_process import EngineOptions, EngineProcess
 from localai_app.core.paths import AppPaths
 from tests.fakes.gguf_builder import CHATML_TEMPLATE, write_tiny_model
 from tests.fakes.hub_server import FakeHub
@@ -96,3 +99,16 @@ def llama_cpp_server(tiny_chat_model: Path, tmp_path: Path) -> Iterator[tuple[st
         process.kill()
         process.wait()
         log.close()
+
+
+@contextmanager
+def engine_client(model: Path, *, context_length: int = 512, threads: int = 1) -> Iterator[EngineClient]:
+    """A client of a real engine process serving `model`; the engine is stopped afterwards."""
+    process = EngineProcess(model, EngineOptions(context_length=context_length, threads=threads))
+    endpoint = process.start()
+    client = EngineClient(endpoint.base_url, endpoint.token)
+    try:
+        yield client
+    finally:
+        client.close()
+        process.stop()

@@ -18,6 +18,8 @@ from localai_app.core.conversations import (
 )
 from localai_app.core.errors import AppError, ConversationStoreError
 from localai_app.core.library import ModelInfo
+from localai_app.core.replies import TokenProbability
+from localai_app.core.reply_tokens import ReplyTokens
 
 Prompt = str | list[dict[str, str]]
 
@@ -42,12 +44,15 @@ class ChatSession:
         if self.conversation_id is None:
             self.conversation_id = self.store.create_conversation(title_from(text), settings).id
         leaf = self.store.get(self.conversation_id).leaf_id
-        return self._answer(self.store.add_message(self.conversation_id, leaf, "user", text), model, settings)
+        return self.answer(self.store.add_message(self.conversation_id, leaf, "user", text), model, settings)
 
-    def preview(self, text: str, model: ModelInfo, settings: ChatSettings) -> Prompt | None:
+    def preview(self, text: str, model: ModelInfo, settings: ChatSettings, *, afresh: bool = False) -> Prompt | None:
         """The prompt `ask(text, ...)` would return, saving nothing (the prompt inspector's view); with no `text`,
-        the prompt of the conversation as it stands (for a base model, its latest text). None: nothing to send."""
+        the prompt of the conversation as it stands (for a base model, its latest text), or with `afresh` that of
+        another answer to its last question, as Regenerate sends it (step mode's). None: nothing to send."""
         thread = self.store.thread(self.conversation_id) if self.conversation_id is not None else []
+        if afresh and not text:
+            thread = thread[: self._last_question(thread) + 1]
         if not model.has_chat_template:
             written = [message.content for message in thread if message.role == "user"]
             return text or (written[-1] if written else None)
@@ -60,7 +65,7 @@ class ChatSession:
         original = self._member(message_id)
         if original.role != "user":
             raise AppError("Only your own messages can be edited; regenerate a reply instead.")
-        return self._answer(
+        return self.answer(
             self.store.add_message(original.conversation_id, original.parent_id, "user", text), model, settings
         )
 
@@ -69,7 +74,7 @@ class ChatSession:
         reply = self._member(message_id)
         if reply.role != "assistant" or reply.parent_id is None:
             raise AppError("Only a reply can be regenerated.")
-        return self._answer(self.store.get_message(reply.parent_id), model, settings)
+        return self.answer(self.store.get_message(reply.parent_id), model, settings)
 
     def continue_reply(self, message_id: int, model: ModelInfo, settings: ChatSettings) -> Prompt:
         """More of the last reply, added to it: the prompt ends inside that reply (for a model without a chat
@@ -81,10 +86,18 @@ class ChatSession:
         return self._go_on_with(reply, model, settings)
 
     def branch_reply(
-        self, message_id: int, before: str, token: str, model: ModelInfo, settings: ChatSettings
+        self,
+        message_id: int,
+        before: str,
+        token: str,
+        model: ModelInfo,
+        settings: ChatSettings,
+        *,
+        tokens: ReplyTokens | None = None,
     ) -> Prompt:
         """What if the model had said `token` after `before` (the start of a reply's text)? A new version of the
-        reply with that text, to be continued by the model; the original stays as the other version."""
+        reply with that text, to be continued by the model; the original stays as the other version. `tokens`:
+        the new version's tokens so far for the token view (the original's, then the one chosen, marked)."""
         reply = self._member(message_id)
         if reply.role != "assistant" or reply.parent_id is None:
             raise AppError("Only a reply can be branched.")
@@ -99,7 +112,43 @@ class ChatSession:
             model_sha256=model.sha256,
             settings=settings,
         )
-        return self._go_on_with(branch, model, settings)
+        prompt = self._go_on_with(branch, model, settings)
+        if tokens is not None and self.reply is not None:
+            self.reply.start_tokens(tokens)
+        return prompt
+
+    def keep(
+        self,
+        question: str,
+        text: str,
+        tokens: ReplyTokens,
+        model: ModelInfo,
+        settings: ChatSettings,
+        *,
+        stats: Mapping[str, Any],
+    ) -> Message:
+        """A reply made outside a stream (step mode's, token by token) with its tokens, saved complete: the answer
+        to `question` (saved first, as Send saves it) or, with none, a new version of the answer to the conversation's
+        last question (as Regenerate makes one)."""
+        if question:
+            self.ask(question, model, settings)
+        else:
+            thread = self.store.thread(self.conversation_id) if self.conversation_id is not None else []
+            asked = self._last_question(thread)
+            if asked < 0:
+                raise AppError("There is no question in this conversation for the reply to answer.")
+            self.answer(thread[asked], model, settings)
+        assert self.reply is not None  # opened by ask or answer
+        reply = self.reply
+        reply.append(text)
+        reply.start_tokens(tokens)
+        self.reply = None
+        return reply.finish(stats)
+
+    @staticmethod
+    def _last_question(thread: list[Message]) -> int:
+        """Where the last of the user's messages is in `thread`; -1: none."""
+        return max((index for index, message in enumerate(thread) if message.role == "user"), default=-1)
 
     def _go_on_with(self, reply: Message, model: ModelInfo, settings: ChatSettings) -> Prompt:
         """Reopens `reply`, the last message of its branch, for the model to continue."""
@@ -129,7 +178,8 @@ class ChatSession:
             raise AppError("That message belongs to another conversation.")
         return message
 
-    def _answer(self, question: Message, model: ModelInfo, settings: ChatSettings) -> Prompt:
+    def answer(self, question: Message, model: ModelInfo, settings: ChatSettings) -> Prompt:
+        """Opens a reply to `question` (as `reply`) and returns its prompt: the branch ending at that reply."""
         conversation_id = question.conversation_id
         self.store.update_settings(conversation_id, settings)
         self.reply = self.store.start_reply(
@@ -149,6 +199,11 @@ class ChatSession:
     def append(self, text: str) -> None:
         if self.reply is not None:
             self.reply.append(text)
+
+    def append_tokens(self, tokens: list[TokenProbability]) -> None:
+        """The probabilities of the text just appended, while the token view is on: kept with the reply."""
+        if self.reply is not None:
+            self.reply.append_tokens(tokens)
 
     def append_reasoning(self, text: str) -> None:
         """The model's thinking (core/reasoning.py splits it off): kept with the reply, never sent back to it."""

@@ -12,6 +12,7 @@ import ssl
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any, Literal, overload
 
 import httpx
@@ -24,6 +25,7 @@ from localai_app.core.errors import (
     TokenCountUnavailableError,
 )
 from localai_app.core.replies import Delta, ReplyStats, ReplyStream, SamplingOptions, TokenChoice, TokenProbability
+from localai_app.core.sampling import Continuation
 
 
 class EngineClient:
@@ -113,6 +115,42 @@ class EngineClient:
             body["continue_final_message"] = True
         document = self._glass_box("/apply-template", body, "the prompt its model reads cannot be shown")
         return str(document["prompt"])
+
+    def token_logprobs(self, tokens: list[int], predict_from: int) -> list[float]:
+        """The log-probability of each of `tokens` from index `predict_from` on, given the tokens before it, the
+        window evaluated from an empty cache: one window of a perplexity (core/quality.py). Our engine's
+        /v1/perplexity, which other servers do not have (RouteUnavailableError)."""
+        missing = RouteUnavailableError(
+            f"{_capital(self._label)} does not offer /v1/perplexity, so it cannot score text.", kind="no_route"
+        )
+        body = self._named({"tokens": tokens, "predict_from": predict_from})
+        document = self._post_json("/v1/perplexity", body, missing)
+        return [float(logprob) for logprob in document["token_logprobs"]]
+
+    def next_tokens(
+        self, prompt: str | list[int], sampling: SamplingOptions, *, count: int, alternatives: int
+    ) -> Continuation:
+        """Up to `count` tokens after `prompt` (text, or token ids to go on from exactly), each with the
+        `alternatives` likeliest tokens at its position from the raw logits: llama-server's native /completion."""
+        consequence = "the next token's probabilities cannot be shown"
+        body = {
+            "prompt": prompt,
+            "n_predict": count,
+            "n_probs": alternatives,
+            "post_sampling_probs": False,
+            "return_tokens": True,
+            **_sampling_fields(replace(sampling, max_tokens=count)),
+        }
+        document = self._glass_box("/completion", body, consequence)
+        if alternatives and "completion_probabilities" not in document:  # an older llama-server's format
+            raise RouteUnavailableError(
+                f"{_capital(self._label)} answers /completion without token probabilities, so {consequence}.",
+                kind="no_route",
+            )
+        # The same entries as chat's logprobs content: id, token, logprob, bytes, top_logprobs.
+        tokens = _probabilities({"content": document.get("completion_probabilities")})
+        ids = [int(token) for token in document.get("tokens") or []]
+        return Continuation(str(document.get("content", "")), ids, tokens, ended=document.get("stop_type") == "eos")
 
     def _glass_box(self, path: str, body: dict[str, Any], consequence: str) -> dict[str, Any]:
         missing = RouteUnavailableError(

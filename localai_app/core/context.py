@@ -15,6 +15,7 @@ POLICIES = {DROP_OLDEST: "Leave out the oldest turns (the system prompt stays)",
 NEARLY_FULL = 0.8  # from this share of the context on, the user is warned before anything has to be left out
 
 Messages = list[dict[str, str]]
+Prompt = str | Messages  # a completion text or a chat
 
 
 class ContextFullError(AppError):
@@ -66,3 +67,29 @@ def fit_to_context(
             "with a reply. Shorten it, or load the model with a longer context."
         )
     return Fitted(system + turns, tokens, left_out)
+
+
+@dataclass(frozen=True)
+class FittedPrompt:
+    prompt: Prompt  # what the engine is sent
+    tokens: int
+    context: int  # the loaded context length
+    left_out: int  # earlier messages not sent this time
+
+
+def fit_prompt(
+    prompt: Prompt, count_tokens: Callable[[Prompt], tuple[int, int]], max_tokens: int, policy: str
+) -> FittedPrompt:
+    """What a reply to `prompt` sends, measured by `count_tokens` (the engine's: tokens, context length): a chat fitted
+    to the context by fit_to_context, a completion text as it is. One function for the window's send path and the
+    prompt inspector, so the inspector shows exactly what is sent. Raises what `count_tokens` and fit_to_context do."""
+    tokens, context = count_tokens(prompt)
+    if isinstance(prompt, str):
+        return FittedPrompt(prompt, tokens, context, 0)
+    whole = prompt
+
+    def count(messages: Messages) -> int:
+        return tokens if messages is whole else count_tokens(messages)[0]
+
+    fitted = fit_to_context(prompt, count, context, max_tokens, policy)
+    return FittedPrompt(fitted.messages, fitted.tokens, context, fitted.left_out)

@@ -37,7 +37,8 @@ from localai_app.core.errors import (
     NewerStoreError,
     UnknownConversationError,
 )
-from localai_app.core.replies import SamplingOptions
+from localai_app.core.replies import SamplingOptions, TokenProbability
+from localai_app.core.reply_tokens import ReplyTokens, decode_chunk, encode_chunk
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +65,7 @@ _LARGEST_ID = 2**63 - 1
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # snippet() brackets each match with these; they never survive into what callers see.
 _MATCH_START, _MATCH_END = "\x02", "\x03"
+CHAT_LAYOUT, SIDE_BY_SIDE = "chat", "side_by_side"  # ChatSettings.layout: how a conversation is shown
 
 
 # -- values ------------------------------------------------------------------------------------------------------
@@ -84,6 +86,7 @@ class ChatSettings:
     max_tokens: int = 512
     context_length: int | None = None  # None: chosen at load from the model and the free memory
     context_policy: str = "drop_oldest"  # when the context is full: core/context.py's DROP_OLDEST or STOP
+    layout: str = CHAT_LAYOUT  # SIDE_BY_SIDE: two panes, two replies to each question (core/side_by_side.py)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -243,10 +246,23 @@ CREATE TABLE presets (
     for name, values in _DEFAULT_PRESETS.items()
 )
 
+# Version 2: the token view's record of a reply (core/reply_tokens.py), in chunks added as the reply streams: large
+# (about 100 bytes a token), so in a table of its own that reading and searching messages never touch; removed with
+# its message. `before` is set on the first chunk only.
+_REPLY_TOKENS_V2 = """
+CREATE TABLE reply_tokens (
+    message_id INTEGER NOT NULL REFERENCES messages (id) ON DELETE CASCADE,
+    first INTEGER NOT NULL,
+    before TEXT,
+    tokens BLOB NOT NULL,
+    PRIMARY KEY (message_id, first)
+) WITHOUT ROWID;
+"""
+
 Migration = str | Callable[[sqlite3.Connection], None]
 # MIGRATIONS[n] takes the database from user_version n to n + 1, in one transaction. Append; never edit one that
 # has shipped (tests/fixtures/conversations-v1.sql holds version 1 as shipped).
-MIGRATIONS: list[Migration] = [_SCHEMA_V1]
+MIGRATIONS: list[Migration] = [_SCHEMA_V1, _REPLY_TOKENS_V2]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -361,11 +377,12 @@ class ConversationStore:
             raise _store_error(error, f"Could not open {self.path.name}") from error
 
     def _migrate(self, connection: sqlite3.Connection) -> None:
+        new_file = not connection.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]  # nothing to back up
         while True:
             version: int = connection.execute("PRAGMA user_version").fetchone()[0]
             if version >= _latest_version():
                 return
-            if connection.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]:
+            if not new_file:
                 backup = _unused_path(self.path.with_name(f"{self.path.stem}.before-v{version + 1}{self.path.suffix}"))
                 log.info("conversations: backing up to %s before migrating to version %d", backup, version + 1)
                 _backup_to(connection, backup)
@@ -650,16 +667,49 @@ class ConversationStore:
             save_interval=save_interval,
             text=message.content,
             reasoning=message.reasoning,
+            tokens=self.reply_tokens(message_id),
         )
 
+    def reply_tokens(self, message_id: int) -> ReplyTokens | None:
+        """The tokens of a reply as the token view showed them while it streamed; None: it was off then."""
+        with self._read() as connection:
+            rows = connection.execute(
+                "SELECT first, before, tokens FROM reply_tokens WHERE message_id = ? ORDER BY first", (message_id,)
+            ).fetchall()
+        if not rows:
+            return None
+        tokens: list[TokenProbability] = []
+        chosen: set[int] = set()
+        for row in rows:
+            chunk, chunk_chosen = decode_chunk(row["tokens"], row["first"])
+            tokens += chunk
+            chosen |= chunk_chosen
+        return ReplyTokens(rows[0]["before"] or "", tokens, frozenset(chosen))
+
     def _save_reply(
-        self, message_id: int, content: str, reasoning: str | None, state: State, stats: Mapping[str, Any] | None
+        self,
+        message_id: int,
+        content: str,
+        reasoning: str | None,
+        state: State,
+        stats: Mapping[str, Any] | None,
+        *,
+        tokens: _TokenChunk | None = None,
     ) -> None:
+        """The reply's text and, in the same transaction, its tokens since the last save: a kill leaves both as
+        they were at one save."""
         with self._write() as connection:
             connection.execute(
                 "UPDATE messages SET content = ?, reasoning = ?, state = ?, stats = ? WHERE id = ?",
                 (content, reasoning, state, None if stats is None else _dumps(dict(stats)), message_id),
             )
+            if tokens is not None:
+                if tokens.before is not None:  # a new record: any older one no longer matches the text
+                    connection.execute("DELETE FROM reply_tokens WHERE message_id = ?", (message_id,))
+                connection.execute(
+                    "INSERT INTO reply_tokens (message_id, first, before, tokens) VALUES (?, ?, ?, ?)",
+                    (message_id, tokens.first, tokens.before, tokens.data),
+                )
             if state != "streaming":
                 connection.execute(
                     "UPDATE conversations SET updated_at = max(updated_at, ?) "
@@ -730,8 +780,7 @@ class ConversationStore:
         lines = [f"# {_one_line(conversation.title) or 'Untitled conversation'}", "", _byline(conversation), ""]
         if conversation.settings.system_prompt:
             lines += ["## System prompt", "", conversation.settings.system_prompt.rstrip(), ""]
-        for message in self.thread(conversation_id):
-            heading = _role_label(message.role) + (f" · {message.model}" if message.model else "")
+        for heading, message in self._headed_messages(conversation):
             lines += [f"## {heading}", ""]
             if message.reasoning:
                 lines += ["<details><summary>Reasoning</summary>", "", message.reasoning.rstrip(), "", "</details>", ""]
@@ -750,8 +799,7 @@ class ConversationStore:
                 '<article class="message system"><h2>System prompt</h2>'
                 f'<div class="text">{html.escape(conversation.settings.system_prompt)}</div></article>'
             )
-        for message in self.thread(conversation_id):
-            heading = _role_label(message.role) + (f" · {message.model}" if message.model else "")
+        for heading, message in self._headed_messages(conversation):
             parts = [f'<article class="message {message.role}">', f"<h2>{html.escape(heading)}</h2>"]
             if message.reasoning:
                 parts.append(
@@ -764,6 +812,20 @@ class ConversationStore:
             parts.append("</article>")
             articles.append("\n".join(parts))
         return _HTML_PAGE.format(title=title, byline=html.escape(_byline(conversation)), messages="\n".join(articles))
+
+    def _headed_messages(self, conversation: Conversation) -> list[tuple[str, Message]]:
+        """What Markdown and HTML exports show, each message with its heading: the branch on show, or for a side-by-side
+        conversation both sides' branches, each reply headed by its model and settings."""
+        messages = self.thread(conversation.id)
+        labels: dict[int, str] = {}
+        if conversation.settings.layout == SIDE_BY_SIDE:
+            from localai_app.core.side_by_side import branches, merged, settings_label  # it builds on this module
+
+            messages = merged(branches(self, conversation.id))
+            labels = {m.id: f" ({settings_label(m.settings)})" for m in messages if m.settings and m.role != "user"}
+        return [
+            (_role_label(m.role) + (f" · {m.model}" if m.model else "") + labels.get(m.id, ""), m) for m in messages
+        ]
 
     def export_json(self, conversation_id: int) -> dict[str, Any]:
         """One conversation, every branch, in the format of docs/conversation-format.md."""
@@ -819,6 +881,7 @@ class ReplyWriter:
         save_interval: float = SAVE_INTERVAL,
         text: str = "",
         reasoning: str | None = None,
+        tokens: ReplyTokens | None = None,
     ) -> None:
         self.message_id = message_id
         self._store = store
@@ -829,6 +892,13 @@ class ReplyWriter:
         self._saved_at: float | None = None
         self._unsaved = False
         self._state: State = "streaming"
+        # The tokens recorded (token view on) go on from the stored ones where those cover the text so far; else a
+        # new record starts, with the text so far as its `before` (None: the stored record is being added to).
+        continues = tokens is not None and tokens.text == text
+        self._before: str | None = None if continues else text
+        self._tokens_saved = len(tokens.tokens) if tokens is not None and continues else 0
+        self._chosen = tokens.chosen if tokens is not None and continues else frozenset()
+        self._unsaved_tokens: list[TokenProbability] = []
 
     @property
     def text(self) -> str:
@@ -847,6 +917,20 @@ class ReplyWriter:
 
     def append_reasoning(self, text: str) -> None:
         self._add(self._reasoning, text)
+
+    def append_tokens(self, tokens: list[TokenProbability]) -> None:
+        """The probabilities of the text just appended (only while the token view is on), saved with it."""
+        self._check_streaming()
+        self._unsaved_tokens += tokens
+        self._changed()
+
+    def start_tokens(self, tokens: ReplyTokens) -> None:
+        """The record this reply's tokens go on from (a what-if branch: the original's tokens up to the one the
+        user chose, marked); `tokens.text` is the reply's text so far. Saved at once."""
+        self._check_streaming()
+        self._before, self._chosen = tokens.before, tokens.chosen
+        self._tokens_saved, self._unsaved_tokens = 0, list(tokens.tokens)
+        self._save("streaming", None)
 
     def flush(self) -> None:
         """Saves now whatever has not been saved yet."""
@@ -872,22 +956,43 @@ class ReplyWriter:
             self.interrupt()
 
     def _add(self, parts: list[str], text: str) -> None:
+        self._check_streaming()
+        if text:
+            parts.append(text)
+            self._changed()
+
+    def _check_streaming(self) -> None:
         if self._state != "streaming":
             raise RuntimeError(f"reply {self.message_id} is already {self._state}")
-        if not text:
-            return
-        parts.append(text)
+
+    def _changed(self) -> None:
+        """Saves now if the interval since the last save has passed (the first change at once)."""
         self._unsaved = True
         if self._saved_at is None or self._clock() - self._saved_at >= self._save_interval:
             self._save("streaming", None)
 
     def _save(self, state: State, stats: Mapping[str, Any] | None) -> None:
-        if self._state != "streaming":
-            raise RuntimeError(f"reply {self.message_id} is already {self._state}")
-        self._store._save_reply(self.message_id, self.text, self.reasoning, state, stats)
+        self._check_streaming()
+        tokens = None
+        if self._unsaved_tokens:
+            data = encode_chunk(self._unsaved_tokens, self._chosen, self._tokens_saved)
+            tokens = _TokenChunk(self._tokens_saved, self._before, data)
+        self._store._save_reply(self.message_id, self.text, self.reasoning, state, stats, tokens=tokens)
         self._saved_at = self._clock()
         self._unsaved = False
         self._state = state
+        if tokens is not None:
+            self._tokens_saved += len(self._unsaved_tokens)
+            self._unsaved_tokens, self._before = [], None
+
+
+@dataclass(frozen=True)
+class _TokenChunk:
+    """Tokens of a reply to add to the store, from position `first`; `before` starts a new record."""
+
+    first: int
+    before: str | None
+    data: bytes
 
 
 # -- search queries ----------------------------------------------------------------------------------------------

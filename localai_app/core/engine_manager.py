@@ -32,8 +32,9 @@ if TYPE_CHECKING:
 FALLBACK_CONTEXT = 4096
 
 
-def manager_for(paths: AppPaths, overrides: Overrides) -> EngineManager:
-    """The manager the GUI and CLI use: this machine as it is at each load, the engine's log in the logs dir."""
+def manager_for(paths: AppPaths, overrides: Overrides, *, log_name: str = "engine.log") -> EngineManager:
+    """The manager the GUI and CLI use: this machine as it is at each load, the engine's log in the logs dir (one
+    log per engine that runs at once: side by side has two)."""
     from localai_app.core.advice import learn_from_reply
     from localai_app.core.speed import machine_bandwidth
 
@@ -49,7 +50,7 @@ def manager_for(paths: AppPaths, overrides: Overrides) -> EngineManager:
     return EngineManager(
         overrides,
         machine=machine_now,
-        log_file=paths.logs / "engine.log",
+        log_file=paths.logs / log_name,
         learn=learn,
     )
 

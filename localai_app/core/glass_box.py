@@ -12,12 +12,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from localai_app.core.context import Prompt, fit_prompt
 from localai_app.core.engine_process import EngineOptions, EngineProcess
 from localai_app.core.errors import EngineError, TokenCountUnavailableError
 from localai_app.core.gguf_header import read_header
 
 if TYPE_CHECKING:
-    from localai_app.core.chat_session import Prompt
     from localai_app.core.client import EngineClient
     from localai_app.core.library import ModelInfo
 
@@ -48,6 +48,7 @@ class PromptInspection:
     chat: bool  # rendered by the model's chat template; False: a plain completion prompt
     tokens: list[Token]
     context_length: int | None  # None: the server does not say
+    left_out: int = 0  # earlier messages the context policy leaves out of what is sent
 
 
 def tokens_of(client: EngineClient, text: str, *, add_special: bool = False, parse_special: bool = True) -> list[Token]:
@@ -72,17 +73,20 @@ def _is_special(client: EngineClient, piece: str) -> bool:
     return as_token != as_text
 
 
-def inspect_prompt(client: EngineClient, prompt: Prompt) -> PromptInspection:
-    """The prompt a reply would send, as the engine feeds it to llama.cpp: a chat after the model's template (its
-    special tokens read as such), or completion text with BOS added and look-alike special tokens kept as text."""
-    chat = isinstance(prompt, list)
-    text = client.apply_template(prompt) if isinstance(prompt, list) else prompt
-    tokens = tokens_of(client, text, add_special=not chat, parse_special=chat)
+def inspect_prompt(client: EngineClient, prompt: Prompt, max_tokens: int, policy: str) -> PromptInspection:
+    """The prompt a reply would send, as the engine feeds it to llama.cpp: fitted to the context as the send path
+    fits it (fit_prompt: the oldest turns may be left out), then a chat after the model's template (its special
+    tokens read as such), or completion text with BOS added and look-alike special tokens kept as text."""
     try:
-        _, context_length = client.count_tokens(prompt)
-    except TokenCountUnavailableError:  # a remote server: the view says the context is unknown
-        context_length = None
-    return PromptInspection(text, chat, tokens, context_length)
+        fitted = fit_prompt(prompt, client.count_tokens, max_tokens, policy)
+    except TokenCountUnavailableError:  # a remote server: sent whole, as the send path does; the context is unknown
+        sent, context_length, left_out = prompt, None, 0
+    else:
+        sent, context_length, left_out = fitted.prompt, fitted.context, fitted.left_out
+    chat = isinstance(sent, list)
+    text = client.apply_template(sent) if isinstance(sent, list) else sent
+    tokens = tokens_of(client, text, add_special=not chat, parse_special=chat)
+    return PromptInspection(text, chat, tokens, context_length, left_out)
 
 
 def chat_template(model: ModelInfo) -> Template | None:

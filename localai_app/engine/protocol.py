@@ -7,6 +7,7 @@ reaches llama.cpp.
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -18,6 +19,9 @@ MAX_TOKENS = 1_000_000
 MAX_TOKEN_IDS = 1_000_000  # ids in one /detokenize request: more than any context holds
 MAX_MESSAGES = 10_000
 MAX_TOP_LOGPROBS = 20
+# llama-server's /completion allows more than OpenAI's 20 alternatives; 100 covers the default top_k of 40 with room,
+# so the sampling lab sees every candidate the sampler keeps, and one position's answer stays about 10 KB.
+MAX_N_PROBS = 100
 # A JSON schema becomes a llama.cpp grammar whose size grows with the schema; these keep it small enough to
 # compile in milliseconds.
 MAX_SCHEMA_BYTES = 32_768
@@ -81,6 +85,9 @@ class _Common(BaseModel):
     stop: str | list[str] | None = Field(default=None)
     n: int = Field(default=1, ge=1, le=1)  # one choice per request: ask again for more
     response_format: ResponseFormat | None = None
+    # llama-server's name: an end-of-generation token does not end the reply, so it has exactly max_tokens tokens
+    # (what a benchmark needs).
+    ignore_eos: bool = False
 
     def stops(self) -> tuple[str, ...]:
         if self.stop is None:
@@ -102,12 +109,51 @@ class _Common(BaseModel):
             stop=self.stops(),
             top_logprobs=top_logprobs,
             json_schema=self.response_format.grammar_schema() if self.response_format else None,
+            ignore_eos=self.ignore_eos,
         )
 
 
 class CompletionRequest(_Common):
     prompt: str = Field(max_length=MAX_PROMPT_CHARS)
     logprobs: int | None = Field(default=None, ge=0, le=MAX_TOP_LOGPROBS)
+
+
+class NativeCompletionRequest(_Common):
+    """llama-server's native /completion, the subset the glass box's step mode and sampling lab use: a prompt as
+    text or as token ids (to go on exactly from ids already generated), and the top `n_probs` of each position."""
+
+    prompt: str | list[int] = Field(max_length=MAX_PROMPT_CHARS)
+    n_predict: int = Field(default=-1, ge=-1, le=MAX_TOKENS)  # -1: until the end of the context, as llama-server
+    n_probs: int = Field(default=0, ge=0, le=MAX_N_PROBS)
+    return_tokens: bool = False  # the generated ids in `tokens`
+    post_sampling_probs: bool = False
+
+    @field_validator("prompt")
+    @classmethod
+    def _ids_bounded(cls, prompt: str | list[int]) -> str | list[int]:
+        if isinstance(prompt, list) and len(prompt) > MAX_TOKEN_IDS:
+            raise ValueError(f"the prompt has more than {MAX_TOKEN_IDS} token ids")
+        return prompt
+
+    @field_validator("n_predict")
+    @classmethod
+    def _some_tokens(cls, n_predict: int) -> int:
+        if n_predict == 0:
+            raise ValueError("n_predict 0 (evaluate the prompt only) is not served; ask for 1 token or more")
+        return n_predict
+
+    @field_validator("post_sampling_probs")
+    @classmethod
+    def _raw_probs_only(cls, post_sampling: bool) -> bool:
+        # Probabilities after the sampler chain are worked out by the client (core/sampling.py), from these.
+        if post_sampling:
+            raise ValueError("post_sampling_probs is not served: probabilities come from the raw logits only")
+        return post_sampling
+
+    def native_sampling(self) -> Sampling:
+        # Probabilities are always worked out (n_probs 0: the chosen token's alone), for the ids of the tokens.
+        max_tokens = MAX_TOKENS if self.n_predict < 0 else self.n_predict  # the runner stops at the context's end
+        return replace(self.sampling(self.n_probs), max_tokens=max_tokens, include_end=True)
 
 
 class TextPart(BaseModel):
@@ -187,6 +233,17 @@ class ApplyTemplateRequest(BaseModel):
 
     messages: list[ChatMessage] = Field(min_length=1, max_length=MAX_MESSAGES)
     continue_final_message: bool = False  # as in ChatRequest: the prompt ends inside the last assistant message
+
+
+class TokenLogprobsRequest(BaseModel):
+    """The app's /v1/perplexity: one window of token ids, evaluated from an empty cache; the answer is the
+    log-probability of each token from `predict_from` on, given those before it. The window must fit the context,
+    which the runner checks."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    tokens: list[int] = Field(min_length=2, max_length=MAX_TOKEN_IDS)
+    predict_from: int = Field(ge=1)
 
 
 class EmbeddingsRequest(BaseModel):

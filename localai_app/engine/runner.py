@@ -27,6 +27,10 @@ from localai_app.engine.templates import ChatTemplate
 PREFILL_CHUNK = 256
 # Logits this far below the largest (a probability ratio of e^-16, about 1e-7) rarely hold a top-20 token.
 LIKELY_MARGIN = 16.0
+# Positions whose logits one scoring decode (perplexity) asks for. Each row is a vocabulary of floats, 1 MiB on the
+# starter's 262k tokens, held twice (the graph's result and the output buffer, which llama.cpp keeps at the largest
+# size ever asked): the starter engine's peak RAM grew by 73 MB with 32 rows, 139 MB with 64, 530 MB with 256.
+SCORE_ROWS = 32
 
 
 class RequestError(Exception):
@@ -45,6 +49,14 @@ class Sampling:
     stop: tuple[str, ...] = ()
     top_logprobs: int | None = None  # None: no probabilities; 0: the chosen token's only
     json_schema: str | None = None  # the reply must be JSON following this schema (OpenAI's response_format)
+    # llama-server's ignore_eos: a benchmark gets exactly max_tokens. llama-server bans end-of-generation tokens;
+    # here one that is sampled is counted (its text is empty) and generation goes on, since banning it through a
+    # llama-cpp-python logits processor copies the whole vocabulary's logits at every token and would slow the
+    # very speed being measured.
+    ignore_eos: bool = False
+    # The end-of-generation token, when sampled, is reported too, with its probabilities (given top_logprobs), as
+    # llama-server's /completion does: step mode shows how likely the model was to stop there.
+    include_end: bool = False
 
 
 @dataclass(frozen=True)
@@ -71,6 +83,7 @@ class Finished:
     completion_tokens: int
     prompt_ms: float
     generation_ms: float
+    ended: bool = False  # the model sampled its end-of-generation token (not a stop string, not the length limit)
 
     @property
     def tokens_per_second(self) -> float:
@@ -207,10 +220,7 @@ class Runner:
     def check(self, prompt_tokens: list[int], sampling: Sampling) -> LlamaGrammar | None:
         """Refuse what cannot be served before anything streams; the grammar `sampling` asks for, compiled."""
         self._refuse_if_vocab_only()
-        if self.description.makes_embeddings:
-            raise RequestError(
-                f"{self.description.id} is an embedding model: it makes vectors (/v1/embeddings), not text"
-            )
+        self._refuse_if_embedding_model()
         context = self.llama.n_ctx()
         if len(prompt_tokens) >= context:
             raise RequestError(
@@ -222,6 +232,12 @@ class Runner:
             return LlamaGrammar.from_json_schema(sampling.json_schema, verbose=False)
         except (ValueError, KeyError, TypeError, RecursionError) as error:
             raise RequestError(f"this JSON schema cannot be turned into a grammar: {error}") from None
+
+    def _refuse_if_embedding_model(self) -> None:
+        if self.description.makes_embeddings:
+            raise RequestError(
+                f"{self.description.id} is an embedding model: it makes vectors (/v1/embeddings), not text"
+            )
 
     def _refuse_if_vocab_only(self) -> None:
         # llama.cpp has no weights to run: decoding would read tensors that were never loaded.
@@ -243,6 +259,68 @@ class Runner:
         with self._lock:
             vectors, tokens = self.llama.embed(texts, normalize=True, truncate=False, return_count=True)
         return vectors, tokens
+
+    def token_logprobs(self, tokens: list[int], predict_from: int, cancel: threading.Event) -> list[float] | None:
+        """log P(tokens[i] | tokens[:i]) for each i from `predict_from` to the end, the window evaluated from an
+        empty cache: one window of llama.cpp's perplexity tool (core/quality.py gives the method). None: cancelled.
+
+        The model stays loaded as for chat (never with logits_all, which slows every generation): this one batch
+        asks llama.cpp for the logits of the positions it scores, SCORE_ROWS at a time.
+        """
+        self._refuse_if_vocab_only()
+        self._refuse_if_embedding_model()
+        self.check_ids(tokens)
+        context = self.llama.n_ctx()
+        if len(tokens) > context:
+            raise RequestError(f"the window is {len(tokens)} tokens, more than the {context}-token context")
+        if not 1 <= predict_from < len(tokens):
+            raise RequestError(f"predict_from must be between 1 and {len(tokens) - 1} for {len(tokens)} tokens")
+        llama = self.llama
+        batch = llama_cpp.llama_batch_init(llama.n_batch, 0, 1)
+        with self._lock:
+            # What generation had cached is overwritten: the next prompt is evaluated afresh.
+            llama_cpp.llama_memory_clear(llama._ctx.memory, True)
+            llama.n_tokens = 0
+            try:
+                return self._score_locked(batch, tokens, predict_from, cancel)
+            finally:
+                llama_cpp.llama_memory_clear(llama._ctx.memory, True)
+                llama_cpp.llama_batch_free(batch)
+
+    def _score_locked(
+        self, batch: llama_cpp.llama_batch, tokens: list[int], predict_from: int, cancel: threading.Event
+    ) -> list[float] | None:
+        first_read = predict_from - 1  # the position whose logits predict tokens[predict_from]
+        logprobs: list[float] = []
+        position = 0
+        # The last token's logits would predict past the window, so it is never evaluated (nothing before it
+        # depends on it).
+        while position < len(tokens) - 1:
+            if cancel.is_set():
+                return None
+            reading = position >= first_read
+            end = min(len(tokens) - 1, position + (SCORE_ROWS if reading else self.llama.n_batch))
+            if not reading:
+                end = min(end, first_read)
+            batch.n_tokens = end - position
+            for index, token in enumerate(tokens[position:end]):
+                batch.token[index] = token
+                batch.pos[index] = position + index  # type: ignore[call-overload]  # llama-cpp-python types pos as 2-D
+                batch.n_seq_id[index] = 1
+                batch.seq_id[index][0] = 0
+                batch.logits[index] = reading
+            status = llama_cpp.llama_decode(self.llama._ctx.ctx, batch)
+            if status != 0:
+                raise RuntimeError(f"llama_decode returned {status}")
+            if reading:
+                pointer = llama_cpp.llama_get_logits(self.llama._ctx.ctx)
+                rows = np.ctypeslib.as_array(
+                    ctypes.cast(pointer, ctypes.POINTER(ctypes.c_float)), shape=(end - position, self._n_vocab)
+                )
+                for row, following in zip(rows, tokens[position + 1 : end + 1], strict=True):
+                    logprobs.append(float(row[following]) - self._log_total(row, float(row.max())))
+            position = end
+        return logprobs
 
     def generate(
         self,
@@ -272,7 +350,7 @@ class Runner:
         started = time.perf_counter()
         first_token_at = last_token_at = 0.0
         completion_tokens = 0
-        finish_reason = "length"
+        finish_reason, ended = "length", False
         if not self._prefill(prompt_tokens, cancel):
             yield Finished("cancelled", len(prompt_tokens), 0, (time.perf_counter() - started) * 1000, 0.0)
             return
@@ -290,8 +368,10 @@ class Runner:
                 last_token_at = time.perf_counter()
                 if not first_token_at:
                     first_token_at = last_token_at
-                if llama_cpp.llama_vocab_is_eog(self._vocab, token):
-                    finish_reason = "stop"
+                if not sampling.ignore_eos and llama_cpp.llama_vocab_is_eog(self._vocab, token):
+                    finish_reason, ended = "stop", True
+                    if sampling.include_end and sampling.top_logprobs is not None:
+                        yield TextPiece("", [*pending_logprobs, self._logprob_of(token, b"", sampling.top_logprobs)])
                     break
                 completion_tokens += 1
                 piece = self.piece(token, special=False)
@@ -321,6 +401,7 @@ class Runner:
             completion_tokens=completion_tokens,
             prompt_ms=((first_token_at or time.perf_counter()) - started) * 1000,
             generation_ms=(last_token_at - first_token_at) * 1000 if first_token_at else 0.0,
+            ended=ended,
         )
 
     def _prefill(self, prompt_tokens: list[int], cancel: threading.Event) -> bool:
@@ -357,8 +438,7 @@ class Runner:
         pointer = self.llama._ctx.get_logits_ith(-1)
         logits = np.ctypeslib.as_array(ctypes.cast(pointer, ctypes.POINTER(ctypes.c_float)), shape=(self._n_vocab,))
         peak = float(logits.max())
-        np.subtract(logits, peak, out=self._scratch)
-        log_total = peak + float(np.log(np.exp(self._scratch, out=self._scratch).sum(dtype=np.float64)))
+        log_total = self._log_total(logits, peak)
         alternatives: list[TokenLogprob] = []
         if top > 0:
             for index in _likeliest(logits, peak, top):
@@ -369,6 +449,12 @@ class Runner:
                     )
                 )
         return _token_logprob(token, piece, float(logits[token]) - log_total, alternatives)
+
+    def _log_total(self, logits: np.ndarray, peak: float) -> float:
+        """log Σ exp(logits): what a logit minus it is the log-probability of (computed around the peak, in the
+        reused scratch buffer)."""
+        np.subtract(logits, peak, out=self._scratch)
+        return peak + float(np.log(np.exp(self._scratch, out=self._scratch).sum(dtype=np.float64)))
 
 
 def _likeliest(logits: np.ndarray, peak: float, top: int) -> np.ndarray:

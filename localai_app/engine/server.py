@@ -16,7 +16,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import psutil
@@ -35,8 +35,10 @@ from localai_app.engine.protocol import (
     CompletionRequest,
     DetokenizeRequest,
     EmbeddingsRequest,
+    NativeCompletionRequest,
     TokenizeRequest,
     TokenizeTextRequest,
+    TokenLogprobsRequest,
 )
 from localai_app.engine.runner import Finished, RequestError, Runner, Sampling, TextPiece, TokenLogprob
 from localai_app.engine.templates import TemplateError
@@ -44,6 +46,7 @@ from localai_app.engine.turns import APP, QueueFullError, Ticket, Turns
 
 MAX_BODY_BYTES = 16 * 1024 * 1024
 _END = object()
+_Result = TypeVar("_Result")
 
 
 def error_response(
@@ -87,11 +90,14 @@ class EngineAPI:
             Route("/v1/chat/completions", self.chat_completions, methods=["POST"]),
             Route("/v1/tokenize", self.tokenize, methods=["POST"]),
             Route("/v1/embeddings", self.embeddings, methods=["POST"]),
+            # The app's own: the log-probability of each token of a window, for perplexity (core/quality.py).
+            Route("/v1/perplexity", self.perplexity, methods=["POST"]),
             # The glass box's routes, named and shaped as llama.cpp's llama-server has them, so the app's views
             # work the same against a remote llama-server.
             Route("/tokenize", self.tokenize_text, methods=["POST"]),
             Route("/detokenize", self.detokenize, methods=["POST"]),
             Route("/apply-template", self.apply_template, methods=["POST"]),
+            Route("/completion", self.native_completion, methods=["POST"]),
         ]
 
     async def health(self, request: Request) -> Response:
@@ -199,6 +205,26 @@ class EngineAPI:
             lambda: {"prompt": self.runner.chat_prompt(messages, continue_final=body.continue_final_message)}
         )
 
+    async def native_completion(self, request: Request) -> Response:
+        """llama-server's /completion, answered whole: the glass box's step mode and sampling lab."""
+        body = await _parse(request, NativeCompletionRequest)
+        if isinstance(body, Response):
+            return body
+        if body.stream:
+            return error_response(400, "stream: /completion answers whole here; use /v1/completions to stream")
+        prompt: str | list[int] = body.prompt
+
+        def prompt_tokens() -> list[int]:
+            if isinstance(prompt, str):  # read as llama-server reads a text prompt: BOS added, special tokens parsed
+                return self.runner.tokenize_as(prompt, add_special=True, parse_special=True)
+            if not prompt:
+                raise RequestError("the prompt is empty: give text or at least one token id")
+            self.runner.check_ids(prompt)
+            return prompt
+
+        shape = _NativeShape(self.runner.description.id, n_probs=body.n_probs, return_tokens=body.return_tokens)
+        return await self._respond(request, False, prompt_tokens, body.native_sampling, shape)
+
     async def embeddings(self, request: Request) -> Response:
         body = await _parse(request, EmbeddingsRequest)
         if isinstance(body, Response):
@@ -206,27 +232,9 @@ class EngineAPI:
         width = self.runner.llama.n_embd()
         if body.dimensions is not None and body.dimensions != width:
             return error_response(400, f"this model makes vectors of {width} dimensions only")
-        ticket = self._admit()
-        if isinstance(ticket, Response):
-            return ticket
-        cancel = threading.Event()
-
-        def embed_in_turn() -> tuple[list[list[float]], int] | None:
-            if not self.turns.wait(ticket, cancel):
-                return None
-            try:
-                return self.runner.embed(body.texts())
-            finally:
-                self.turns.done(ticket)
-
-        try:
-            result = await run_in_threadpool(embed_in_turn)
-        except RequestError as error:
-            return error_response(400, str(error))
-        finally:
-            cancel.set()
-            self.turns.withdraw(ticket)
-        assert result is not None  # nothing cancels the wait while this handler awaits it
+        result = await self._run_in_turn(request, lambda cancel: self.runner.embed(body.texts()))
+        if isinstance(result, Response):
+            return result
         vectors, tokens = result
         request.state.usage = (tokens, 0)
         return JSONResponse(
@@ -240,6 +248,51 @@ class EngineAPI:
                 "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
             }
         )
+
+    async def perplexity(self, request: Request) -> Response:
+        body = await _parse(request, TokenLogprobsRequest)
+        if isinstance(body, Response):
+            return body
+        logprobs = await self._run_in_turn(
+            request, lambda cancel: self.runner.token_logprobs(body.tokens, body.predict_from, cancel)
+        )
+        if isinstance(logprobs, Response):
+            return logprobs
+        request.state.usage = (len(body.tokens), 0)
+        return JSONResponse(
+            {"model": self.runner.description.id, "predict_from": body.predict_from, "token_logprobs": logprobs}
+        )
+
+    async def _run_in_turn(
+        self, request: Request, work: Callable[[threading.Event], _Result | None]
+    ) -> _Result | Response:
+        """`work` on a thread once the queue gives it its turn; the 429 when the queue is full, a 400 for what the
+        runner refuses. A client that leaves takes its place out of the queue, and sets the event `work` is given."""
+        ticket = self._admit()
+        if isinstance(ticket, Response):
+            return ticket
+        cancel = threading.Event()
+
+        def in_turn() -> _Result | None:
+            if not self.turns.wait(ticket, cancel):
+                return None
+            try:
+                return work(cancel)
+            finally:
+                self.turns.done(ticket)
+
+        watcher = asyncio.create_task(_cancel_on_disconnect(request, cancel))
+        try:
+            result = await run_in_threadpool(in_turn)
+        except RequestError as error:
+            return error_response(400, str(error))
+        finally:
+            watcher.cancel()
+            cancel.set()
+            self.turns.withdraw(ticket)
+        if result is None:  # the client left: nobody reads this
+            return error_response(400, "the request was cancelled")
+        return result
 
     def _admit(self) -> Ticket | Response:
         """A place in the generation queue, or the 429 (with Retry-After) for an API request past its limit."""
@@ -434,14 +487,7 @@ class _Shape:
                 "completion_tokens": finished.completion_tokens,
                 "total_tokens": finished.prompt_tokens + finished.completion_tokens,
             }
-            # Same names as llama.cpp's llama-server, so clients can read either.
-            document["timings"] = {
-                "prompt_n": finished.prompt_tokens,
-                "prompt_ms": finished.prompt_ms,
-                "predicted_n": finished.completion_tokens,
-                "predicted_ms": finished.generation_ms,
-                "predicted_per_second": finished.tokens_per_second,
-            }
+            document["timings"] = _timings(finished)
         return document
 
     def chunk(self, event: TextPiece | Finished) -> dict[str, Any]:
@@ -449,6 +495,17 @@ class _Shape:
 
     def whole(self, events: list[TextPiece | Finished]) -> dict[str, Any]:
         raise NotImplementedError
+
+
+def _timings(finished: Finished) -> dict[str, float]:
+    """Same names as llama.cpp's llama-server, so clients can read either."""
+    return {
+        "prompt_n": finished.prompt_tokens,
+        "prompt_ms": finished.prompt_ms,
+        "predicted_n": finished.completion_tokens,
+        "predicted_ms": finished.generation_ms,
+        "predicted_per_second": finished.tokens_per_second,
+    }
 
 
 def _finish_reason(finished: Finished) -> str:
@@ -534,6 +591,31 @@ class _ChatShape(_Shape):
             "finish_reason": _finish_reason(finished),
         }
         return self.envelope(choice, finished)
+
+
+class _NativeShape(_Shape):
+    """llama-server's /completion answer (not OpenAI's): its field names, so one client reads either server."""
+
+    def __init__(self, model: str, *, n_probs: int, return_tokens: bool) -> None:
+        super().__init__(model)
+        self.n_probs, self.return_tokens = n_probs, return_tokens
+
+    def whole(self, events: list[TextPiece | Finished]) -> dict[str, Any]:
+        text, entries, finished = _split(events)
+        stop_type = "eos" if finished.ended else "limit" if finished.finish_reason == "length" else "word"
+        document: dict[str, Any] = {
+            "content": text,
+            "tokens": [entry.id for entry in entries] if self.return_tokens else [],
+            "stop": True,
+            "model": self.model,
+            "stop_type": stop_type,
+            "tokens_predicted": finished.completion_tokens,
+            "tokens_evaluated": finished.prompt_tokens,
+            "timings": _timings(finished),
+        }
+        if self.n_probs:
+            document["completion_probabilities"] = [_chat_logprob(entry) for entry in entries]
+        return document
 
 
 def api_app(runner: Runner, turns: Turns, priority: int) -> Starlette:

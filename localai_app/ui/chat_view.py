@@ -59,6 +59,9 @@ def reply_note(stats: Mapping[str, Any] | None, state: str) -> str:
         return ""
     if stats.get("stopped"):
         return f"Stopped after {stats.get('pieces', 0)} tokens."
+    if stats.get("stepped"):  # step mode's, token by token
+        chosen = f", {stats.get('chosen_by_you')} chosen by you" if stats.get("chosen_by_you") else ""
+        return f"{stats.get('completion_tokens', 0)} tokens stepped one at a time{chosen}"
     try:
         return (
             f"{stats['completion_tokens']} tokens · {float(stats['tokens_per_second']):.1f} tokens/s · "

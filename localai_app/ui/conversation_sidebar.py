@@ -25,7 +25,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from localai_app.core.conversations import Conversation, ConversationStore, SearchHit
+from localai_app.core.conversations import SIDE_BY_SIDE, Conversation, ConversationStore, SearchHit
 from localai_app.core.errors import AppError
 
 CONVERSATION_ROLE = Qt.ItemDataRole.UserRole
@@ -250,7 +250,8 @@ class ConversationSidebar(QWidget):
         when = datetime.fromtimestamp(conversation.updated_at).strftime("%d %b %H:%M")
         # Words and weight, not an emoji: many Linux desktops have no emoji font and would show a box.
         pinned = "pinned · " if conversation.pinned else ""
-        item = QListWidgetItem(f"{conversation.title or 'Untitled'}\n{pinned}{when}")
+        layout = "side by side · " if conversation.settings.layout == SIDE_BY_SIDE else ""  # opens in two panes
+        item = QListWidgetItem(f"{conversation.title or 'Untitled'}\n{pinned}{layout}{when}")
         if conversation.pinned:
             font = item.font()
             font.setBold(True)

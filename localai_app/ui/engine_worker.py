@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import threading
 from dataclasses import replace
+from functools import partial
 from typing import TYPE_CHECKING
 
 from PySide6.QtCore import QObject, Signal, Slot
 
-from localai_app.core.context import ContextFullError, fit_to_context
+from localai_app.core.context import ContextFullError, fit_prompt
 from localai_app.core.conversations import ChatSettings
 from localai_app.core.engine_manager import EngineManager
 from localai_app.core.errors import AppError, TokenCountUnavailableError, WontFitError
@@ -139,24 +140,14 @@ class EngineWorker(QObject):
     ) -> str | list[dict[str, str]]:
         """The prompt that fits the loaded context (see core/context.py), measured for the window's gauge."""
         try:
-            tokens, context = self._backends.count_tokens(model, prompt)
+            fitted = fit_prompt(prompt, partial(self._backends.count_tokens, model), sampling.max_tokens, policy)
         except TokenCountUnavailableError:  # a remote server that cannot count: sent whole; it says if too long
             self.context_measured.emit(0, 0)  # unknown: the window hides its gauge
             return prompt
-        if isinstance(prompt, list):
-            whole = prompt
-
-            def count(messages: list[dict[str, str]]) -> int:
-                return tokens if messages is whole else self._backends.count_tokens(model, messages)[0]
-
-            fitted = fit_to_context(prompt, count, context, sampling.max_tokens, policy)
-            prompt, tokens = fitted.messages, fitted.tokens
-            self.context_measured.emit(tokens, context)
-            if fitted.left_out:
-                self.context_trimmed.emit(fitted.left_out)
-        else:
-            self.context_measured.emit(tokens, context)
-        return prompt
+        self.context_measured.emit(fitted.tokens, fitted.context)
+        if fitted.left_out:
+            self.context_trimmed.emit(fitted.left_out)
+        return fitted.prompt
 
     @Slot()
     def shutdown(self) -> None:

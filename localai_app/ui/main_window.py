@@ -14,7 +14,6 @@ from PySide6.QtGui import QCloseEvent, QFontMetrics, QKeyEvent, QKeySequence, QP
 from PySide6.QtWidgets import (
     QApplication,
     QComboBox,
-    QDialog,
     QHBoxLayout,
     QInputDialog,
     QLabel,
@@ -32,7 +31,7 @@ from localai_app.core.advice import Advice, advise_here
 from localai_app.core.chat_session import ChatSession, Prompt, open_store
 from localai_app.core.choices import Assessment, assess
 from localai_app.core.context import DROP_OLDEST, NEARLY_FULL
-from localai_app.core.conversations import SAVE_INTERVAL, ChatSettings
+from localai_app.core.conversations import SAVE_INTERVAL, SIDE_BY_SIDE, ChatSettings
 from localai_app.core.engine_manager import EngineManager
 from localai_app.core.errors import AppError
 from localai_app.core.estimate import LoadPlan
@@ -42,7 +41,8 @@ from localai_app.core.model_shape import ModelShape
 from localai_app.core.paths import AppPaths
 from localai_app.core.reasoning import ReasoningSplitter
 from localai_app.core.remote import RemoteBackend, RemoteServers, list_models
-from localai_app.core.replies import SamplingOptions, TokenChoice
+from localai_app.core.replies import SamplingOptions, TokenChoice, TokenProbability
+from localai_app.core.reply_tokens import ReplyTokens
 from localai_app.core.settings import DEFAULT_PRESENTER_SCALE, Settings, save_settings
 from localai_app.ui.background import run_in_background
 from localai_app.ui.chat_settings_panel import ChatSettingsPanel
@@ -52,13 +52,17 @@ from localai_app.ui.conversation_sidebar import ConversationSidebar
 if TYPE_CHECKING:
     from localai_app.core.hub import RepoDetails
     from localai_app.ui.discover_panel import DiscoverPanel
+    from localai_app.ui.evaluate_panel import EvaluatePanel
     from localai_app.ui.local_api_panel import LocalApiPanel
     from localai_app.ui.remote_servers_dialog import RemoteServersDialog
+    from localai_app.ui.sampling_lab import LabSettings, SamplingLab
+    from localai_app.ui.side_by_side import SideBySideWindow
+    from localai_app.ui.step_mode import StepMode, SteppedReply, StepStart
 from localai_app.ui.engine_worker import EngineWorker
 from localai_app.ui.hardware_panel import HardwarePanel
 from localai_app.ui.library_panel import LibraryPanel
 from localai_app.ui.prompt_inspector import PromptInspector
-from localai_app.ui.token_view import ALTERNATIVES, TokenPane
+from localai_app.ui.token_view import ALTERNATIVES, NO_STORED_TOKENS, TokenPane
 from localai_app.ui.tokenizer_playground import TokenizerPlayground
 
 MIN_SCALE, MAX_SCALE, SCALE_STEP = 0.8, 2.5, 0.1  # text size: a laptop's default up to a classroom projector
@@ -99,7 +103,9 @@ def presenter_style(dark: bool) -> str:
     text, background, dim = ("#ffffff", "#101010", "#b0b0b0") if dark else ("#000000", "#ffffff", "#505050")
     arrow = ICONS.joinpath("down-arrow-light.svg" if dark else "down-arrow.svg")  # a styled box draws no arrow
     return f"""
-        QMainWindow, QStatusBar, QSplitter, QLabel, QWidget#chatColumn {{ background: {background}; color: {text}; }}
+        QMainWindow, QDialog, QStatusBar, QSplitter, QLabel, QWidget#chatColumn {{
+            background: {background}; color: {text};
+        }}
         QTextBrowser, QPlainTextEdit, QComboBox {{
             background: {background}; color: {text}; border: 3px solid {text}; border-radius: 4px; padding: 4px;
         }}
@@ -127,6 +133,16 @@ class _Layout:
     style_sheet: str
 
 
+def _evaluate_button() -> QPushButton:
+    button = QPushButton("Evaluate")
+    button.setCheckable(True)
+    button.setToolTip(
+        "Benchmark models here (speed, memory, concurrency, quality), their cost against a hosted API and their "
+        "licences, in a report to share"
+    )
+    return button
+
+
 class MainWindow(QMainWindow):
     load_requested = Signal(object, bool)  # model, insist (load even if it is estimated not to fit)
     generate_requested = Signal(object, object, object, object)  # model, prompt, sampling, ChatSettings
@@ -148,9 +164,14 @@ class MainWindow(QMainWindow):
         self.remote_dialog: RemoteServersDialog | None = None  # built when first opened
         self.prompt_inspector: PromptInspector | None = None  # the glass box's dialogs, built when first opened
         self.tokenizer_playground: TokenizerPlayground | None = None
+        self.sampling_lab: SamplingLab | None = None
+        self.step_mode: StepMode | None = None
+        self.side_by_side: SideBySideWindow | None = None  # two models (or settings) on one prompt; built when opened
         self._busy = False
         self._pieces = 0
         self.local_api_panel: LocalApiPanel | None = None  # built when first shown, like Discover
+        self.evaluate_panel: EvaluatePanel | None = None  # built when first shown
+        self._library = library
         self._presenting: _Layout | None = None  # the layout to go back to, while in presenter mode
 
         self._build_widgets(settings, library)
@@ -265,8 +286,17 @@ class MainWindow(QMainWindow):
         self.tokenizer_button = QPushButton("Tokenizer")
         self.tokenizer_button.setAccessibleName("Tokenizer playground")
         self.tokenizer_button.setToolTip("Tokenizer playground (Ctrl+Shift+T): any text's tokens, two models compared")
+        self.lab_button = QPushButton("Sampling lab")
+        self.lab_button.setToolTip(
+            "Sampling lab (Ctrl+L): the next token's candidates as temperature, top-k, top-p and min-p change"
+        )
+        self.step_button = QPushButton("Step")
+        self.step_button.setAccessibleName("Step mode")
+        self.step_button.setToolTip("Step mode (Ctrl+Shift+Right): the reply one token per key press")
         buttons.addWidget(self.inspect_button)
         buttons.addWidget(self.tokenizer_button)
+        buttons.addWidget(self.lab_button)
+        buttons.addWidget(self.step_button)
         input_row.addLayout(buttons)
         return input_row
 
@@ -290,6 +320,7 @@ class MainWindow(QMainWindow):
         self.local_api_button = QPushButton("Local API")
         self.local_api_button.setCheckable(True)
         self.local_api_button.setToolTip("Serve the loaded model to other programs through an OpenAI-compatible API")
+        self.evaluate_button = _evaluate_button()
         self.settings_button = QPushButton("Settings")
         self.settings_button.setCheckable(True)
         self.settings_button.setToolTip("This conversation's system prompt, sampling and presets")
@@ -316,9 +347,16 @@ class MainWindow(QMainWindow):
         top.addWidget(self.hardware_button)
         top.addWidget(self.discover_button)
         top.addWidget(self.local_api_button)
+        top.addWidget(self.evaluate_button)
         top.addWidget(self.settings_button)
         top.addWidget(self.present_button)
         top.addWidget(self.token_button)
+        self.side_by_side_button = QPushButton("Side by side")
+        self.side_by_side_button.setToolTip(
+            "Side by side (Ctrl+Shift+S): one message to two models, or to one model with two settings, each reply "
+            "with its speed and token counts"
+        )
+        top.addWidget(self.side_by_side_button)
         top.addStretch(1)
         top.addWidget(self.load_label)
         return top
@@ -373,7 +411,7 @@ class MainWindow(QMainWindow):
         self.worker.load_failed.connect(self._show_error)
         self.worker.refused.connect(self._on_refused)
         self.worker.delta.connect(self._on_delta)
-        self.worker.token_probabilities.connect(self.token_view.append_tokens)
+        self.worker.token_probabilities.connect(self._on_token_probabilities)
         self.worker.finished.connect(self._on_finished)
         self.worker.failed.connect(self._on_failed)
         self.worker.context_measured.connect(self._on_context_measured)
@@ -391,12 +429,19 @@ class MainWindow(QMainWindow):
         self.hardware_button.toggled.connect(self._toggle_hardware)
         self.discover_button.toggled.connect(self._toggle_discover)
         self.local_api_button.toggled.connect(self._toggle_local_api)
+        self.evaluate_button.toggled.connect(self._toggle_evaluate)
         self.present_button.toggled.connect(self.set_presenting)
         # Window-wide shortcuts, so both open in presenter mode too, where these buttons are hidden.
         self.inspect_button.clicked.connect(self.inspect_prompt)
         QShortcut(QKeySequence("Ctrl+I"), self).activated.connect(self.inspect_prompt)
         self.tokenizer_button.clicked.connect(self.open_tokenizer_playground)
         QShortcut(QKeySequence("Ctrl+Shift+T"), self).activated.connect(self.open_tokenizer_playground)
+        self.side_by_side_button.clicked.connect(self.open_side_by_side)
+        QShortcut(QKeySequence("Ctrl+Shift+S"), self).activated.connect(self.open_side_by_side)
+        self.lab_button.clicked.connect(self.open_sampling_lab)
+        QShortcut(QKeySequence("Ctrl+L"), self).activated.connect(self.open_sampling_lab)
+        self.step_button.clicked.connect(self.open_step_mode)
+        QShortcut(QKeySequence("Ctrl+Shift+Right"), self).activated.connect(self.open_step_mode)
         self.token_button.toggled.connect(self.token_pane.setVisible)
         QShortcut(QKeySequence("Ctrl+T"), self).activated.connect(self.token_button.toggle)
         self.token_view.what_if.connect(self._what_if)
@@ -449,6 +494,8 @@ class MainWindow(QMainWindow):
         names = [model.name for model in self._usable()]
         self.model_picker.setCurrentIndex(names.index(wanted) if wanted in names else (0 if names else -1))
         self.model_picker.blockSignals(False)
+        if self.side_by_side is not None:  # its pickers offer the same models, each keeping its choice
+            self.side_by_side.set_models(self._usable())
         if self.current_model() != previous or previous is None:
             self._on_model_chosen()
 
@@ -512,15 +559,17 @@ class MainWindow(QMainWindow):
         self._bring_forward(self.prompt_inspector)
         self.prompt_inspector.refresh()
 
-    def _prompt_to_inspect(self) -> tuple[ModelInfo, Prompt] | str:
-        """What Send would send now (the message being written included), or why there is nothing yet."""
+    def _prompt_to_inspect(self, *, afresh: bool = False) -> tuple[ModelInfo, Prompt, ChatSettings] | str:
+        """What Send would send now (the message being written included), or why there is nothing yet; `afresh`:
+        with no message written, another answer to the last question (see ChatSession.preview)."""
         model = self.current_model()
         if model is None:
             return "Pick a model first: the prompt is what that model would read."
-        prompt = self.session.preview(self.prompt_box.toPlainText().strip(), model, self.chat_settings(model))
+        settings = self.chat_settings(model)
+        prompt = self.session.preview(self.prompt_box.toPlainText().strip(), model, settings, afresh=afresh)
         if prompt is None:
             return "Write a message first: the inspector shows what the model would read with it."
-        return model, prompt
+        return model, prompt, settings
 
     def open_tokenizer_playground(self) -> None:
         if self.tokenizer_playground is None:
@@ -534,8 +583,94 @@ class MainWindow(QMainWindow):
         self._bring_forward(self.tokenizer_playground)
         self.tokenizer_playground.refresh()
 
+    def open_sampling_lab(self) -> None:
+        """Opens (or brings forward) the sampling lab on the next token of the conversation as it is now."""
+        from localai_app.ui.sampling_lab import SamplingLab
+
+        if self.sampling_lab is None:
+            lab = SamplingLab(self._prompt_to_inspect, self.worker.client_for, self._use_lab_settings, self)
+            self.sampling_lab = lab
+        self._bring_forward(self.sampling_lab)
+        self.sampling_lab.refresh()
+
+    def _use_lab_settings(self, chosen: LabSettings) -> None:
+        """The lab's sampling settings and seed, into the settings panel: the conversation's next replies use them."""
+        current = self.settings_panel.settings(None)
+        self.settings_panel.show_settings(
+            replace(
+                current,
+                temperature=chosen.temperature,
+                top_k=chosen.top_k,
+                top_p=chosen.top_p,
+                min_p=chosen.min_p,
+                seed=chosen.seed,
+            )
+        )
+        self.statusBar().showMessage("The sampling lab's settings and seed are now this conversation's.", 10000)
+
+    def open_step_mode(self) -> None:
+        """Opens (or brings forward) step mode, started over on the conversation as it is now."""
+        from localai_app.ui.step_mode import StepMode
+
+        if self.step_mode is None:
+            self.step_mode = StepMode(self._reply_to_step, self.worker.client_for, self._keep_stepped, self)
+        self._bring_forward(self.step_mode)
+        self.step_mode.refresh()
+
+    def _reply_to_step(self) -> StepStart | str:
+        """Step mode's reply: to the message being written or, with none, another answer to the last question."""
+        from localai_app.ui.step_mode import StepStart
+
+        wanted = self._prompt_to_inspect(afresh=True)
+        if isinstance(wanted, str):
+            return wanted
+        question = self.prompt_box.toPlainText().strip()
+        return StepStart(*wanted, question=question, conversation_id=self.session.conversation_id)
+
+    def _keep_stepped(self, stepped: SteppedReply) -> str | None:
+        """Saves step mode's reply in the conversation and shows it; returns why it could not, or None."""
+        start = stepped.start
+        if self._busy:
+            return "Stop the reply being written first, then keep this one."
+        if self.session.conversation_id != start.conversation_id:
+            return "Another conversation is on show now: Start over to step a reply to it."
+        try:
+            self.session.keep(
+                start.question, stepped.text, stepped.tokens, start.model, start.settings, stats=stepped.stats
+            )
+        except AppError as error:
+            return f"The reply could not be kept: {error}"
+        if start.question and self.prompt_box.toPlainText().strip() == start.question:
+            self.prompt_box.clear()  # sent with the reply, as Send does
+        self.sidebar.refresh()
+        self.sidebar.set_current(self.session.conversation_id)
+        self._show_current()
+        self._show_stored_tokens()
+        return None
+
+    def open_side_by_side(self, conversation_id: int | None = None) -> SideBySideWindow:
+        """Opens (or brings forward) the side-by-side window, on a stored side-by-side conversation if given."""
+        from localai_app.ui.side_by_side import SideBySideWindow
+
+        if self.side_by_side is None:
+            window = SideBySideWindow(
+                self._paths, self.session.store, self.engine_manager.overrides, self.present_button.toggle, self
+            )
+            window.conversation_saved.connect(self.sidebar.refresh)
+            window.set_models(self._usable())
+            current = self.current_model()
+            others = [model.name for model in self._usable() if current is None or model.name != current.name]
+            window.choose(current.name if current else None, others[0] if others else None)
+            self.side_by_side = window
+        if conversation_id is not None:
+            self.side_by_side.open_conversation(conversation_id)
+        if self.presenting:
+            self.side_by_side.set_presenting(True)
+        self._bring_forward(self.side_by_side)
+        return self.side_by_side
+
     @staticmethod
-    def _bring_forward(dialog: QDialog) -> None:
+    def _bring_forward(dialog: QWidget) -> None:
         """Non-modal, above the window (presenter mode's full screen too), and forward if it was already open."""
         dialog.show()
         dialog.activateWindow()
@@ -580,9 +715,12 @@ class MainWindow(QMainWindow):
             self._show_tokens_of(self.session.reply.message_id if self.session.reply is not None else None, so_far)
         self.generate_requested.emit(model, prompt, sampling, self.chat_settings(model))
 
-    def act_on_message(self, action: str, message_id: int, new_text: str = "", token: str = "") -> None:
+    def act_on_message(
+        self, action: str, message_id: int, new_text: str = "", token: str = "", tokens: ReplyTokens | None = None
+    ) -> None:
         """Edit (with `new_text`), regenerate or continue a message, branch a reply (with `new_text` its text before a
-        token, and `token` the alternative to put there), or show a message's previous or next version."""
+        token, `token` the alternative to put there, and `tokens` the branch's tokens so far for the token view), or
+        show a message's previous or next version."""
         model = self.current_model()
         if self._busy or model is None:
             self.statusBar().showMessage("Stop the reply first, or wait for it to finish.", 5000)
@@ -593,6 +731,7 @@ class MainWindow(QMainWindow):
             if action in ("previous", "next"):
                 self.session.flip(message_id, -1 if action == "previous" else 1)
                 self._show_current()
+                self._show_stored_tokens()
                 return
             so_far = ""
             if action == "edit":
@@ -601,7 +740,7 @@ class MainWindow(QMainWindow):
                 prompt = self.session.regenerate(message_id, model, settings)
             elif action == "branch":
                 so_far = new_text + token
-                prompt = self.session.branch_reply(message_id, new_text, token, model, settings)
+                prompt = self.session.branch_reply(message_id, new_text, token, model, settings, tokens=tokens)
             else:
                 so_far = self.session.store.get_message(message_id).content
                 prompt = self.session.continue_reply(message_id, model, settings)
@@ -615,12 +754,37 @@ class MainWindow(QMainWindow):
         """The token view shows the reply `message_id`, which starts with `so_far`, from now on (None: an empty
         view, till the next reply)."""
         self._token_reply = message_id
-        self.token_view.begin(so_far)
+        stored = self.session.store.reply_tokens(message_id) if message_id is not None else None
+        if stored is not None and stored.text == so_far:  # a reply continued, or a what-if branch: its tokens so far
+            self.token_view.show_reply(stored)
+        else:
+            self.token_view.begin(so_far)
+
+    def _show_stored_tokens(self) -> None:
+        """The token view shows the last reply of the branch on show, with the probabilities kept with it."""
+        conversation = self.session.conversation_id
+        thread = self.session.store.thread(conversation) if conversation is not None else []
+        reply = next((message for message in reversed(thread) if message.role == "assistant"), None)
+        if reply is None:
+            self._show_tokens_of(None)
+            return
+        self._token_reply = reply.id
+        stored = self.session.store.reply_tokens(reply.id)
+        if stored is None:
+            self.token_view.show_note(NO_STORED_TOKENS)
+        else:
+            self.token_view.show_reply(stored)
+        self.token_view.can_branch = stored is not None
+
+    def _on_token_probabilities(self, tokens: list[TokenProbability]) -> None:
+        self.token_view.append_tokens(tokens)
+        self.session.append_tokens(tokens)  # kept with the reply, so a reopened conversation shows them
 
     def _what_if(self, position: int, choice: TokenChoice) -> None:
         """The reply in the token view, continued from `choice` in place of its token at `position`."""
         if self._token_reply is not None:
-            self.act_on_message("branch", self._token_reply, self.token_view.text_before(position), choice.token)
+            before, tokens = self.token_view.text_before(position), self.token_view.branch_tokens(position, choice)
+            self.act_on_message("branch", self._token_reply, before, choice.token, tokens)
 
     def _on_message_action(self, action: str, message_id: int) -> None:
         if action != "edit":
@@ -674,10 +838,13 @@ class MainWindow(QMainWindow):
             self._show_error(str(error))
             return
         settings = self.session.store.get(conversation_id).settings
+        if settings.layout == SIDE_BY_SIDE:  # shown again as it was made, in two panes
+            self.open_side_by_side(conversation_id)
+            return
         self.settings_panel.show_settings(settings)
-        self._show_tokens_of(None)
         self._use_model_of(settings)
         self._show_current()
+        self._show_stored_tokens()
         if message_id is not None:
             self.chat_view.show_message(message_id)
         self.sidebar.set_current(conversation_id)
@@ -732,9 +899,11 @@ class MainWindow(QMainWindow):
             return
         if on:
             panels: list[QWidget] = [self.sidebar, self.settings_panel, self.library_panel, self.hardware_panel]
-            panels += [panel for panel in (self.discover_panel, self.local_api_panel) if panel is not None]
+            optional = (self.discover_panel, self.local_api_panel, self.evaluate_panel)
+            panels += [panel for panel in optional if panel is not None]
             controls: list[QWidget] = [self.library_button, self.remote_button, self.hardware_button]
-            controls += [self.discover_button, self.local_api_button, self.settings_button, self.load_label]
+            controls += [self.discover_button, self.local_api_button, self.evaluate_button, self.settings_button]
+            controls.append(self.load_label)
             self._presenting = _Layout(
                 window_state=self.windowState(),
                 geometry=self.geometry(),
@@ -762,6 +931,8 @@ class MainWindow(QMainWindow):
             for splitter, sizes in layout.splitter_sizes:
                 splitter.setSizes(sizes)
         self.present_button.setChecked(on)  # when F5 or Esc, not the button, changed the mode
+        if self.side_by_side is not None and self.side_by_side.isVisible():
+            self.side_by_side.set_presenting(on)
         self._escape_leaves.setEnabled(on and not self._busy)
 
     def _use_model_of(self, settings: ChatSettings) -> None:
@@ -1010,6 +1181,22 @@ class MainWindow(QMainWindow):
             self.local_api_panel = panel
         return self.local_api_panel
 
+    def _toggle_evaluate(self, visible: bool) -> None:
+        self._evaluate().setVisible(visible)
+
+    def _evaluate(self) -> EvaluatePanel:
+        if self.evaluate_panel is None:
+            from localai_app.ui.evaluate_panel import EvaluatePanel
+
+            panel = EvaluatePanel(self._library, self._paths)
+            panel.hide()
+            panel.set_models(self._local_models or [])
+            self.library_panel.models_changed.connect(panel.set_models)
+            panel.message.connect(lambda text: self.statusBar().showMessage(text, 10000))
+            self._panels.addWidget(panel)
+            self.evaluate_panel = panel
+        return self.evaluate_panel
+
     def _set_hub_endpoint(self, endpoint: str | None) -> None:
         self._settings.hub_endpoint = endpoint
         save_settings(self._paths.config, self._settings)
@@ -1069,6 +1256,10 @@ class MainWindow(QMainWindow):
             self.discover_panel.shutdown()  # partial downloads stay on disk and resume at the next start
         if self.tokenizer_playground is not None:
             self.tokenizer_playground.shutdown()  # its comparison model's engine
+        if self.evaluate_panel is not None:
+            self.evaluate_panel.shutdown()  # a running benchmark stops its engine
+        if self.side_by_side is not None:
+            self.side_by_side.shutdown()  # its two engines; a reply cut short keeps its text
         self.worker.request_stop()
         self.engine_manager.shutdown()  # kills the engine, which also ends a stream the worker may be reading
         self._thread.quit()

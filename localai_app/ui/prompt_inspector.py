@@ -23,6 +23,7 @@ from PySide6.QtWidgets import (
 )
 
 from localai_app.core.chat_session import Prompt
+from localai_app.core.conversations import ChatSettings
 from localai_app.core.glass_box import PromptInspection, Template, chat_template, inspect_prompt
 from localai_app.core.library import ModelInfo
 from localai_app.ui.background import run_in_background
@@ -31,8 +32,17 @@ from localai_app.ui.token_strip import TokenStrip, describe, size_for_text
 if TYPE_CHECKING:
     from localai_app.core.client import EngineClient
 
-# What to inspect: the model and the prompt a reply would send now, or why there is nothing to show.
-PromptSource = Callable[[], tuple[ModelInfo, Prompt] | str]
+# What to inspect: the model, the prompt a reply would send now and the settings it would be sent with (its maximum
+# length and context policy decide what is left out), or why there is nothing to show.
+PromptSource = Callable[[], tuple[ModelInfo, Prompt, ChatSettings] | str]
+
+
+def left_out_sentence(left_out: int) -> str:
+    messages = "message is" if left_out == 1 else "messages are"
+    return (
+        f"The {left_out} earliest {messages} left out to fit the context (the system prompt stays): "
+        "this is what is sent."
+    )
 
 
 class PromptInspector(QDialog):
@@ -96,13 +106,14 @@ class PromptInspector(QDialog):
         if isinstance(wanted, str):
             self._say(wanted)
             return
-        model, prompt = wanted
+        model, prompt, settings = wanted
         self.busy = True
         self.heading.setText(f"Asking {model.title or model.name} how it reads this conversation…")
         client_for = self._client_for
 
         def work() -> tuple[PromptInspection, Template | None]:
-            return inspect_prompt(client_for(model), prompt), chat_template(model)
+            inspection = inspect_prompt(client_for(model), prompt, settings.max_tokens, settings.context_policy)
+            return inspection, chat_template(model)
 
         run_in_background(self, work, partial(self._show, self._asked, model), partial(self._fail, self._asked))
 
@@ -120,6 +131,8 @@ class PromptInspector(QDialog):
             if inspection.chat
             else f"What {name} receives: it has no chat template, so it continues your text as written."
         )
+        if inspection.left_out:
+            self.heading.setText(f"{self.heading.text()} {left_out_sentence(inspection.left_out)}")
         used = len(inspection.tokens)
         if inspection.context_length:
             self.context_bar.setRange(0, inspection.context_length)

@@ -17,6 +17,7 @@ from PySide6.QtCore import QEvent, QPoint, QRect, QSize, Qt, QTimer, QUrl, Signa
 from PySide6.QtGui import (
     QColor,
     QFont,
+    QFontMetrics,
     QMouseEvent,
     QPainter,
     QPaintEvent,
@@ -26,6 +27,7 @@ from PySide6.QtGui import (
 from PySide6.QtWidgets import QLabel, QTextBrowser, QVBoxLayout, QWidget
 
 from localai_app.core.replies import TokenChoice, TokenProbability
+from localai_app.core.reply_tokens import ReplyTokens
 from localai_app.ui.chat_view import FRAME_MS
 
 ALTERNATIVES = 10  # the likeliest tokens asked for and charted at each position
@@ -35,6 +37,14 @@ TOKEN_SCHEME = "token"  # hrefs of the tokens in the pane: token:<position>
 _VISIBLE_WHITESPACE = str.maketrans({" ": "␣", "\n": "↵", "\t": "→"})
 # Between two tokens in the pane: a hair space, uncoloured, so that neighbours of one colour still read as two.
 _GAP = "\u200a"
+# A token the user picked in a what-if: a thick underline in a hue far from the probability scale's blue, plus bold.
+CHOSEN_MARK = QColor("#e8590c")
+CHOSEN_NOTE = "chosen by you, not sampled"
+CHOSEN_MARKER = "✎"
+PLACEHOLDER = "The next reply shows here token by token, coloured by probability."
+NO_STORED_TOKENS = (
+    "No probabilities were kept for this reply: the token view was off while it was written, or it was imported."
+)
 
 
 def probability_colour(probability: float) -> QColor:
@@ -80,10 +90,13 @@ class AlternativesChart(QWidget):
         self.rows: list[TokenChoice] = []
         self.pinned = False
         self.can_branch = False
+        self.picked_by_user = False  # the token was chosen in a what-if, not sampled
         self._hovered = -1
 
-    def show_for(self, position: int, token: TokenProbability, at: QPoint, *, pinned: bool, can_branch: bool) -> None:
-        self.position, self.token, self.rows = position, token, likeliest(token)
+    def show_for(
+        self, position: int, token: TokenProbability, at: QPoint, *, pinned: bool, can_branch: bool, chosen: bool
+    ) -> None:
+        self.position, self.token, self.rows, self.picked_by_user = position, token, likeliest(token), chosen
         self.pinned, self.can_branch, self._hovered = pinned, can_branch and pinned, -1
         flags = Qt.WindowType.Popup if pinned else Qt.WindowType.ToolTip
         if self.windowType() != flags:
@@ -105,13 +118,22 @@ class AlternativesChart(QWidget):
         label = min(max(labels) + 12, 22 * metrics.averageCharWidth())
         return label, 16 * metrics.averageCharWidth(), metrics.horizontalAdvance(" 100.0 %") + 8
 
+    def _title(self) -> str:
+        if self.token is None:
+            return ""
+        title = f"{token_label(self.token.token)}   {self.token.probability:.1%}"
+        return f"{title}   ({CHOSEN_NOTE})" if self.picked_by_user else title
+
     def _footer(self) -> str:
         return "Click an alternative to continue from it" if self.can_branch else ""
 
     def _size(self) -> QSize:
         label, bar, figure = self._columns()
         lines = 1 + len(self.rows) + (1 if self._footer() else 0)
-        width = max(label + bar + figure, self.fontMetrics().horizontalAdvance(self._footer()) + 8) + 16
+        bold = QFont(self.font())
+        bold.setBold(True)
+        title = QFontMetrics(bold).horizontalAdvance(self._title())
+        width = max(label + bar + figure, self.fontMetrics().horizontalAdvance(self._footer()) + 8, title + 8) + 16
         return QSize(width, lines * self._row_height() + 12)
 
     def _row_at(self, y: int) -> int:
@@ -134,8 +156,7 @@ class AlternativesChart(QWidget):
         bold.setBold(True)
         painter.setFont(bold)
         painter.setPen(palette.text().color())
-        title = f"{token_label(self.token.token)}   {self.token.probability:.1%}"
-        painter.drawText(QRect(8, 6, self.width() - 16, height), Qt.AlignmentFlag.AlignVCenter, title)
+        painter.drawText(QRect(8, 6, self.width() - 16, height), Qt.AlignmentFlag.AlignVCenter, self._title())
         for index, row in enumerate(self.rows):
             top = 6 + (index + 1) * height
             if index == self._hovered and self.can_branch:
@@ -186,13 +207,14 @@ class TokenView(QTextBrowser):
         self.setOpenLinks(False)
         self.setMouseTracking(True)
         self.document().setUndoRedoEnabled(False)
-        self.setPlaceholderText("The next reply shows here token by token, coloured by probability.")
+        self.setPlaceholderText(PLACEHOLDER)
         self.anchorClicked.connect(self._on_click)
         self.chart = AlternativesChart(self)
         self.chart.chosen.connect(self.what_if)
         self.can_branch = False  # whether the window can branch the reply on show (it is stored and not streaming)
         self.prefix = ""  # text of the reply before its first token here (a continued reply's earlier text)
         self.tokens: list[TokenProbability] = []
+        self.chosen: set[int] = set()  # positions of tokens the user picked in a what-if
         self._starts: list[int] = []  # where each token starts in the document
         self._unshown = 0  # tokens at the end of `tokens` not in the document yet
         self._flush_timer = QTimer(self)
@@ -205,12 +227,33 @@ class TokenView(QTextBrowser):
         self._flush_timer.stop()
         self.chart.hide()
         self.clear()
+        self.setPlaceholderText(PLACEHOLDER)
         self.prefix, self.tokens, self._starts, self._unshown = prefix, [], [], 0
+        self.chosen = set()
         self.can_branch = False
         if prefix:
             plain = QTextCharFormat()
             plain.setForeground(self.palette().placeholderText())
             QTextCursor(self.document()).insertText(prefix, plain)
+
+    def show_reply(self, tokens: ReplyTokens) -> None:
+        """A stored reply's tokens (more may stream after them: a reply being continued)."""
+        self.begin(tokens.before)
+        self.chosen = set(tokens.chosen)
+        self.append_tokens(tokens.tokens)
+        self.flush()
+
+    def show_note(self, sentence: str) -> None:
+        """No tokens to show, and why."""
+        self.begin()
+        self.setPlaceholderText(sentence)
+
+    def branch_tokens(self, position: int, choice: TokenChoice) -> ReplyTokens:
+        """The tokens of a what-if branch with `choice` at `position`: those before it, then `choice`, marked as the
+        user's, with the alternatives the model gave there."""
+        picked = TokenProbability(choice.token, choice.logprob, self.tokens[position].alternatives, choice.id)
+        chosen = frozenset(earlier for earlier in self.chosen if earlier < position) | {position}
+        return ReplyTokens(self.prefix, [*self.tokens[:position], picked], chosen)
 
     def append_tokens(self, tokens: list[TokenProbability]) -> None:
         """Tokens as they stream, shown at the next frame."""
@@ -237,6 +280,18 @@ class TokenView(QTextBrowser):
             shown.setForeground(ink_on(colour))
             shown.setAnchor(True)
             shown.setAnchorHref(f"{TOKEN_SCHEME}:{position}")
+            if position in self.chosen:
+                note = f"{token_label(token.token)}: {CHOSEN_NOTE}"
+                shown.setFontWeight(QFont.Weight.Bold)
+                shown.setUnderlineStyle(QTextCharFormat.UnderlineStyle.SingleUnderline)
+                shown.setUnderlineColor(CHOSEN_MARK)
+                shown.setToolTip(note)
+                # A thin underline on a dark token is easy to miss from the back of a room: a pencil before it too.
+                marker = QTextCharFormat()
+                marker.setForeground(CHOSEN_MARK)
+                marker.setFontWeight(QFont.Weight.Bold)
+                marker.setToolTip(note)
+                cursor.insertText(CHOSEN_MARKER, marker)
             self._starts.append(cursor.position())
             # A line break shows as ↵ too, so that a token that is only one can be pointed at.
             cursor.insertText(token.token.replace("\n", "↵\n") or "∅", shown)
@@ -252,15 +307,24 @@ class TokenView(QTextBrowser):
     def token_rect(self, position: int) -> QRect:
         """Where the token at `position` is drawn, in the viewport's coordinates."""
         cursor = QTextCursor(self.document())
+        cursor.setPosition(self._starts[position])
+        start = self.cursorRect(cursor)
         cursor.setPosition(self._starts[position] + 1)
-        return self.cursorRect(cursor)
+        return start.united(self.cursorRect(cursor))  # its first character, so that its centre is on the token
 
     def show_alternatives(self, position: int, *, pinned: bool) -> None:
         """The chart for the token at `position`, just below it."""
         self.flush()
         below = self.token_rect(position).bottomLeft() + QPoint(0, 4)
         at = self.viewport().mapToGlobal(below)
-        self.chart.show_for(position, self.tokens[position], at, pinned=pinned, can_branch=self.can_branch)
+        self.chart.show_for(
+            position,
+            self.tokens[position],
+            at,
+            pinned=pinned,
+            can_branch=self.can_branch,
+            chosen=position in self.chosen,
+        )
 
     def _position_at(self, href: str) -> int:
         scheme, _, number = href.partition(":")
@@ -309,7 +373,9 @@ def _legend_html() -> str:
         swatches.append(
             f'<span style="background:{colour.name()}; color:{ink_on(colour).name()}">&nbsp;{percent} %&nbsp;</span>'
         )
+    mark = CHOSEN_MARK.name()
+    chosen = f'<b style="color: {mark}">{CHOSEN_MARKER}</b><b style="text-decoration: underline">bold, underlined</b>'
     return (
         "Token view: each token coloured by its probability, darker = less likely "
-        f"{' '.join(swatches)}. Hover or click a token for the alternatives."
+        f"{' '.join(swatches)}; {chosen}: {CHOSEN_NOTE}. Hover or click a token for the alternatives."
     )

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from localai_app.core.conversations import ConversationStore
+from localai_app.core.replies import TokenChoice, TokenProbability
 
 # Multi-byte words too: a save cut half-way through a character must be impossible.
 VOCABULARY = ("the", "model", "streams", "tokens", "é", "naïve", "日本語", "🙂", "—", "\n", "**bold**", "<tag>")
@@ -38,6 +39,8 @@ def main(arguments: list[str]) -> None:
     writer = store.start_reply(conversation.id, asked.id, model="tiny", save_interval=save_interval)
     for count, word in enumerate(words(run)):
         writer.append(word)
+        # As the window does with the token view on: each word's probabilities right after it, saved with the text.
+        writer.append_tokens([TokenProbability(word, -0.5, [TokenChoice(word, -0.5, count)], count)])
         if count == 0:
             print(f"streaming {writer.message_id}", flush=True)
         time.sleep(0.002)

@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 from contextlib import closing
+from itertools import islice
 from pathlib import Path
 
 import pytest
@@ -77,6 +78,10 @@ def test_kill_9_while_streaming_never_loses_committed_text(tmp_path: Path) -> No
             assert reply.content, f"run {run}: the first text was committed before 'streaming' was printed"
             assert reply.content == reply_prefix(run, len(reply.content)), f"run {run}: not a prefix of the stream"
             replies[reply_id] = reply.content
+            tokens = store.reply_tokens(reply_id)  # committed with the text: never ahead of it, never torn
+            if tokens is not None:
+                assert tokens.before == "" and reply.content.startswith(tokens.text), f"run {run}"
+                assert [token.token for token in tokens.tokens] == list(islice(words(run), len(tokens.tokens)))
             for message_id, text in replies.items():  # earlier replies are never touched again
                 assert store.get_message(message_id).content == text
             assert {hit.message_id for hit in store.search(f"number {run}")} >= {question_id}

@@ -17,6 +17,7 @@ from localai_app.core.engine_process import EngineOptions, EngineProcess
 from localai_app.core.errors import EngineError, RouteUnavailableError
 from localai_app.core.replies import Delta, ReplyStats, SamplingOptions, TokenProbability
 from localai_app.engine.protocol import MAX_PROMPT_CHARS, MAX_TOKEN_IDS
+from tests.conftest import engine_client
 
 TOLERANCE = 1e-4
 TOP = 5
@@ -25,23 +26,14 @@ MESSAGES = [{"role": "system", "content": "Be brief."}, {"role": "user", "conten
 
 @pytest.fixture(scope="module")
 def chat_client(tiny_chat_model: Path) -> Iterator[EngineClient]:
-    yield from _engine_client(tiny_chat_model)
+    with engine_client(tiny_chat_model) as client:
+        yield client
 
 
 @pytest.fixture(scope="module")
 def base_client(tiny_model: Path) -> Iterator[EngineClient]:
-    yield from _engine_client(tiny_model)
-
-
-def _engine_client(model: Path) -> Iterator[EngineClient]:
-    process = EngineProcess(model, EngineOptions(context_length=512, threads=1))
-    endpoint = process.start()
-    client = EngineClient(endpoint.base_url, endpoint.token)
-    try:
+    with engine_client(tiny_model) as client:
         yield client
-    finally:
-        client.close()
-        process.stop()
 
 
 def _post(client: EngineClient, path: str, body: object) -> httpx.Response:

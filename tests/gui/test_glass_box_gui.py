@@ -12,7 +12,10 @@ from PySide6.QtCore import Qt
 from PySide6.QtTest import QTest
 from pytestqt.qtbot import QtBot
 
+from localai_app.core.context import Prompt
+from localai_app.core.library import ModelInfo
 from localai_app.core.paths import AppPaths
+from localai_app.core.replies import ReplyStream, SamplingOptions
 from localai_app.ui.main_window import MainWindow
 from localai_app.ui.prompt_inspector import PromptInspector
 from localai_app.ui.tokenizer_playground import TokenizerPlayground
@@ -86,6 +89,48 @@ def test_inspector_shows_the_chat_prompt_the_engine_feeds_llama_cpp(
     thread = window.session.store.thread(conversation)
     assert thread[-1].stats is not None and thread[-1].stats["prompt_tokens"] == len(inspection.tokens)
     assert first.content == "Name a colour."
+
+
+def test_inspector_shows_the_prompt_after_the_oldest_turns_are_left_out(
+    qtbot: QtBot,
+    tiny_library_paths: AppPaths,
+    close_windows: list[MainWindow],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    window = open_window(qtbot, tiny_library_paths, "tiny-chat")  # a 512-token context, a token per byte
+    close_windows.append(window)
+    window.max_tokens.setValue(8)
+    backends = window.worker._backends
+    sent: list[Prompt] = []  # what the worker hands the engine, recorded on its way there
+
+    def stream(model: ModelInfo, prompt: Prompt, sampling: SamplingOptions) -> ReplyStream:
+        sent.append(prompt)
+        return real_stream(model, prompt, sampling)
+
+    real_stream = backends.stream
+    monkeypatch.setattr(backends, "stream", stream)
+    send(qtbot, window, "a" * 160)
+    send(qtbot, window, "b" * 160)
+    window.prompt_box.setPlainText("c" * 160)  # with it, the first exchange no longer fits
+    inspector = inspect(qtbot, window)
+    inspection = inspector.inspection
+    assert inspection is not None and inspection.left_out == 2
+    assert "The 2 earliest messages are left out to fit the context" in inspector.heading.text()
+    assert "a" * 160 not in inspection.text and inspection.text.count("<|im_start|>user") == 2
+    assert inspector.grab().save(str(tmp_path / "inspector-trimmed.png"))
+
+    window.send_button.click()
+    qtbot.waitUntil(window.send_button.isEnabled, timeout=TIMEOUT_MS)
+    assert "The 2 oldest messages were left out" in window.error_banner.text()
+    model = window.current_model()
+    assert model is not None and isinstance(sent[-1], list)
+    fed = window.worker.client_for(model).apply_template(sent[-1])  # the engine's own rendering of what it got
+    assert fed.encode("utf-8") == inspection.text.encode("utf-8")  # byte for byte
+    conversation = window.session.conversation_id
+    assert conversation is not None
+    stats = window.session.store.thread(conversation)[-1].stats
+    assert stats is not None and stats["prompt_tokens"] == len(inspection.tokens)
 
 
 def test_inspector_shows_the_completion_prompt_of_a_model_without_a_template(

@@ -8,14 +8,24 @@ from pathlib import Path
 
 import pytest
 from PySide6.QtCore import QPoint, Qt
-from PySide6.QtGui import QTextCursor
+from PySide6.QtGui import QFont, QTextCharFormat, QTextCursor
 from PySide6.QtTest import QTest
 from pytestqt.qtbot import QtBot
 
+from localai_app.core.conversations import Message
 from localai_app.core.paths import AppPaths
-from localai_app.core.replies import SamplingOptions
+from localai_app.core.replies import SamplingOptions, TokenChoice
 from localai_app.ui.main_window import MainWindow
-from localai_app.ui.token_view import ALTERNATIVES, is_sampled, probability_colour
+from localai_app.ui.token_view import (
+    ALTERNATIVES,
+    CHOSEN_MARK,
+    CHOSEN_MARKER,
+    CHOSEN_NOTE,
+    NO_STORED_TOKENS,
+    TokenView,
+    is_sampled,
+    probability_colour,
+)
 from tests.gui.conftest import open_window
 
 pytestmark = [
@@ -93,12 +103,9 @@ def test_token_view_off_asks_for_no_probabilities(
     assert window.token_view.tokens == [] and window.chat_view.reply_so_far()
 
 
-def test_an_alternative_token_branches_the_reply_deterministically(
-    qtbot: QtBot, tiny_library_paths: AppPaths, close_windows: list[MainWindow], tmp_path: Path
-) -> None:
-    window, _ = start(qtbot, tiny_library_paths, close_windows)
-    window.token_button.click()
-    ask(qtbot, window, "Hello there")
+def branch_by_click(qtbot: QtBot, window: MainWindow) -> tuple[Message, int, str, TokenChoice]:
+    """Clicks an alternative to a token of the reply on show, as a user does, and waits for the branch to finish.
+    Returns the original reply, the token's position, the reply's text before it, and the alternative."""
     view = window.token_view
     original = window.session.store.thread(window.session.conversation_id or 0)[-1]
     position = next(
@@ -112,6 +119,22 @@ def test_an_alternative_token_branches_the_reply_deterministically(
     height = view.chart._row_height()
     QTest.mouseClick(view.chart, Qt.MouseButton.LeftButton, pos=QPoint(20, 6 + (row + 1) * height + height // 2))
     qtbot.waitUntil(window.send_button.isEnabled, timeout=REPLY_TIMEOUT_MS)
+    return original, position, before, alternative
+
+
+def format_at(view: TokenView, position: int) -> QTextCharFormat:
+    cursor = QTextCursor(view.document())
+    cursor.setPosition(view._starts[position] + 1)
+    return cursor.charFormat()
+
+
+def test_an_alternative_token_branches_the_reply_deterministically(
+    qtbot: QtBot, tiny_library_paths: AppPaths, close_windows: list[MainWindow], tmp_path: Path
+) -> None:
+    window, _ = start(qtbot, tiny_library_paths, close_windows)
+    window.token_button.click()
+    ask(qtbot, window, "Hello there")
+    original, _, before, alternative = branch_by_click(qtbot, window)
     window.grab().save(str(tmp_path / "what-if.png"))
 
     thread = window.session.store.thread(original.conversation_id)
@@ -126,3 +149,45 @@ def test_an_alternative_token_branches_the_reply_deterministically(
     qtbot.waitUntil(window.send_button.isEnabled, timeout=REPLY_TIMEOUT_MS)
     again = window.session.store.thread(original.conversation_id)[-1]
     assert again.id != branch.id and again.content == branch.content  # same seed, same continuation
+
+
+def test_a_reopened_conversation_shows_its_stored_tokens_and_the_chosen_one(
+    qtbot: QtBot, tiny_library_paths: AppPaths, close_windows: list[MainWindow], tmp_path: Path
+) -> None:
+    window, _ = start(qtbot, tiny_library_paths, close_windows)
+    window.token_button.click()
+    ask(qtbot, window, "Hello there")
+    _, position, _, alternative = branch_by_click(qtbot, window)
+    view = window.token_view
+    assert view.chosen == {position} and view.tokens[position].token == alternative.token
+    assert len(view.tokens) > position + 1  # the model went on from the chosen token
+    streamed = [(token.token, round(token.logprob, 4), len(token.alternatives)) for token in view.tokens]
+
+    window.new_conversation()
+    assert view.tokens == [] and view.toPlainText() == ""
+    conversation = window.session.store.list_conversations()[0].id
+    window.open_conversation(conversation)
+    assert [(token.token, token.logprob, len(token.alternatives)) for token in view.tokens] == streamed
+    assert view.chosen == {position} and view.can_branch
+    for shown in range(len(view.tokens)):  # the chosen token marked, and only it
+        marked = format_at(view, shown)
+        assert (marked.fontWeight() == QFont.Weight.Bold) == (shown == position)
+        assert (marked.underlineColor() == CHOSEN_MARK) == (shown == position)
+        assert (CHOSEN_NOTE in marked.toolTip()) == (shown == position)
+    assert view.toPlainText().count(CHOSEN_MARKER) == 1
+    assert view.document().characterAt(view._starts[position] - 1) == CHOSEN_MARKER
+    QTest.mouseMove(view.viewport(), view.token_rect(position).center())
+    qtbot.waitUntil(view.chart.isVisible)
+    assert view.chart.picked_by_user and CHOSEN_NOTE in view.chart._title()
+    window.token_pane.grab().save(str(tmp_path / "reopened-token-pane.png"))
+    view.chart.grab().save(str(tmp_path / "reopened-chosen-chart.png"))
+    QTest.mouseMove(view.viewport(), view.token_rect(0).center())
+    qtbot.waitUntil(lambda: view.chart.position == 0)
+    assert not view.chart.picked_by_user
+    print("screenshots in", tmp_path)
+
+    window.token_button.click()  # off: the next reply keeps no probabilities, and the view says so when reopened
+    ask(qtbot, window, "And then?")
+    window.new_conversation()
+    window.open_conversation(conversation)
+    assert view.tokens == [] and view.placeholderText() == NO_STORED_TOKENS

@@ -302,6 +302,17 @@ def test_missing_or_undecodable_file_raises_the_apps_error(tmp_path: Path) -> No
         ("other", "unknown"),
         ("", "unknown"),
         ("made-up-licence", "unknown"),
+        ("unknown", "unknown"),
+        ("mpl-2.0", "yes"),
+        ("isc", "yes"),
+        ("gpl-2.0", "yes"),
+        ("cc-by-4.0", "yes"),
+        ("openrail", "restricted"),
+        ("llama3.3", "restricted"),
+        ("llama4", "restricted"),
+        ("deepseek", "restricted"),
+        ("apple-amlr", "no"),
+        ("fair-noncommercial-research-license", "no"),
     ],
 )
 def test_licence_terms(licence_id: str, commercial: str) -> None:

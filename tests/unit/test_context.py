@@ -5,7 +5,17 @@ from __future__ import annotations
 
 import pytest
 
-from localai_app.core.context import DROP_OLDEST, STOP, ContextFullError, Messages, fit_to_context, reply_room
+from localai_app.core.context import (
+    DROP_OLDEST,
+    STOP,
+    ContextFullError,
+    FittedPrompt,
+    Messages,
+    Prompt,
+    fit_prompt,
+    fit_to_context,
+    reply_room,
+)
 
 
 def words(messages: Messages) -> int:
@@ -50,3 +60,18 @@ def test_a_last_message_too_long_alone_is_refused_under_either_policy() -> None:
 def test_the_reply_keeps_at_most_a_quarter_of_the_context() -> None:
     assert reply_room(8192, 512) == 512
     assert reply_room(8192, 32768) == 2048
+
+
+def test_fit_prompt_measures_once_and_fits_a_chat_as_the_send_path_does() -> None:
+    asked: list[Prompt] = []
+
+    def engine_count(prompt: Prompt) -> tuple[int, int]:  # the engine's answer: (tokens, context length)
+        asked.append(prompt)
+        return (len(prompt.split()) if isinstance(prompt, str) else words(prompt)), 120
+
+    text = fit_prompt("a completion text is sent as it is", engine_count, max_tokens=30, policy=STOP)
+    assert (text.prompt, text.tokens, text.context, text.left_out) == ("a completion text is sent as it is", 8, 120, 0)
+    asked.clear()
+    chat = fit_prompt(CONVERSATION, engine_count, max_tokens=30, policy=DROP_OLDEST)
+    assert chat == FittedPrompt(fit_to_context(CONVERSATION, words, 120, 30, DROP_OLDEST).messages, 59, 120, 2)
+    assert asked[0] is CONVERSATION and CONVERSATION not in asked[1:]  # the whole one measured once

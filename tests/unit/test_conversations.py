@@ -30,6 +30,8 @@ from localai_app.core.errors import (
     NewerStoreError,
     UnknownConversationError,
 )
+from localai_app.core.replies import TokenChoice, TokenProbability
+from localai_app.core.reply_tokens import ReplyTokens
 
 FIXTURE_V1 = Path(__file__).parent.parent / "fixtures" / "conversations-v1.sql"
 START = 1_750_000_000.0  # 2025-06-15
@@ -330,6 +332,95 @@ def test_reply_left_by_an_exception_is_interrupted(store: ConversationStore, db:
         writer.append("partial")
         raise ConnectionError
     assert saved_reply(db, writer.message_id) == ("partial", None, "interrupted")
+
+
+def probable(text: str, logprob: float = -0.25, token_id: int = 7) -> TokenProbability:
+    """A token as the engine reports it, with three alternatives (log-probabilities exact in 4 decimals)."""
+    alternatives = [TokenChoice(text, logprob, token_id), TokenChoice(" else", -1.5, 8), TokenChoice("é", -2.125, None)]
+    return TokenProbability(text, logprob, alternatives, token_id)
+
+
+def test_reply_tokens_are_saved_with_the_text_in_one_transaction(store: ConversationStore, db: Path) -> None:
+    conversation = chat(store, "tokens", "Count.")
+    monotonic = Clock(0.0)
+    writer = store.start_reply(conversation, store.thread(conversation)[-1].id, clock=monotonic)
+    assert store.reply_tokens(writer.message_id) is None  # nothing recorded yet: the token view is off so far
+    sent = []
+    for step in range(20):  # text, then its probabilities, as the window receives them
+        monotonic.advance(0.25)
+        piece = probable(f" w{step}", logprob=-step / 8)
+        writer.append(piece.token)
+        writer.append_tokens([piece])
+        sent.append(piece)
+        # Each save commits at once, so what the store reads is what a kill now would leave.
+        saved = store.reply_tokens(writer.message_id) or ReplyTokens("")
+        assert saved.before == ""
+        # Saved at the text's pace, never ahead of it: a kill leaves tokens that are the start of the saved text.
+        assert (
+            saved_reply(db, writer.message_id)[0].startswith(saved.text) and saved.tokens == sent[: len(saved.tokens)]
+        )
+        assert len(sent) - len(saved.tokens) <= 4
+    chunks = on_disk(db, "SELECT count(*) FROM reply_tokens WHERE message_id = ?", writer.message_id)[0][0]
+    assert 1 < chunks <= 6  # a chunk a save: each save writes only what is new
+    writer.finish()
+    final = store.reply_tokens(writer.message_id)
+    assert final == ReplyTokens("", sent) and final.text == store.get_message(writer.message_id).content
+
+
+def test_a_continued_reply_adds_to_its_tokens_or_starts_afresh(store: ConversationStore) -> None:
+    conversation = chat(store, "tokens", "Go.")
+    with store.start_reply(conversation, store.thread(conversation)[-1].id) as writer:
+        writer.append("One")
+        writer.append_tokens([probable("One")])
+        writer.finish()
+    with store.continue_reply(writer.message_id) as more:  # its tokens cover its text: they go on
+        more.append(" two")
+        more.append_tokens([probable(" two")])
+        more.finish()
+    assert store.reply_tokens(writer.message_id) == ReplyTokens("", [probable("One"), probable(" two")])
+    with store.continue_reply(writer.message_id) as off:  # the token view off: the record stays as it was
+        off.append(" three")
+        off.finish()
+    assert store.reply_tokens(writer.message_id) == ReplyTokens("", [probable("One"), probable(" two")])
+    with store.continue_reply(writer.message_id) as on_again:  # no longer covering the text: a new record
+        on_again.append(" four")
+        on_again.append_tokens([probable(" four")])
+        on_again.finish()
+    assert store.reply_tokens(writer.message_id) == ReplyTokens("One two three", [probable(" four")])
+
+
+def test_a_branch_keeps_the_token_the_user_chose(db: Path, clock: Clock) -> None:
+    with ConversationStore(db, now=clock) as store:
+        conversation = chat(store, "what if", "Hi.", "Hello there")
+        original = store.thread(conversation)[-1]
+        branch = store.add_message(conversation, original.parent_id, "assistant", "Hello friend")
+        writer = store.continue_reply(branch.id)
+        chosen = probable(" friend", logprob=-3.0, token_id=99)
+        writer.start_tokens(ReplyTokens("", [probable("Hello"), chosen], frozenset({1})))
+        writer.append("!")
+        writer.append_tokens([probable("!")])
+        # Killed here: the record was saved at once, the chosen token marked; "!" was not saved yet, nor its token.
+    with ConversationStore(db, now=clock) as store:
+        assert store.reply_tokens(branch.id) == ReplyTokens("", [probable("Hello"), chosen], frozenset({1}))
+        assert store.get_message(branch.id).content == "Hello friend"
+
+
+def test_reply_tokens_go_with_their_message(store: ConversationStore, db: Path) -> None:
+    conversation = chat(store, "gone", "Hi.")
+    with store.start_reply(conversation, store.thread(conversation)[-1].id) as writer:
+        writer.append("Hi")
+        writer.append_tokens([probable("Hi")])
+        writer.finish()
+    kept = chat(store, "kept", "Hi.")
+    with store.start_reply(kept, store.thread(kept)[-1].id) as other:
+        other.append("Yo")
+        other.append_tokens([probable("Yo")])
+        other.finish()
+    store.delete(conversation)
+    assert store.reply_tokens(writer.message_id) is not None  # in the bin, still there to undo
+    store.purge_deleted()
+    assert on_disk(db, "SELECT DISTINCT message_id FROM reply_tokens") == [(other.message_id,)]
+    assert integrity(db) == "ok"
 
 
 def test_reply_left_streaming_is_interrupted_at_next_open(db: Path, clock: Clock) -> None:
@@ -789,8 +880,18 @@ def test_the_v1_fixture_opens_with_all_its_rows(db: Path, clock: Clock) -> None:
         }  # fmt: skip
         assert [hit.message_id for hit in store.search("eternal")] == [4]
         assert [preset.name for preset in store.presets()] == ["Balanced", "Precise", "Creative"]
-    assert on_disk(db, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
-    assert not list(db.parent.glob("*.before-v*"))  # no migration ran, so no backup
+        # Version 2 added the token view's records: a reply of the old file can have one now.
+        paris = TokenProbability(" Paris", -0.1, [TokenChoice(" Paris", -0.1, 9)], 9)
+        writer = store.continue_reply(2)  # "Paris." was written with the token view off
+        writer.append(" Paris")
+        writer.append_tokens([paris])
+        writer.finish(store.get_message(2).stats)
+        assert store.reply_tokens(2) == ReplyTokens("Paris.", [paris])
+        assert store.reply_tokens(1) is None
+    assert on_disk(db, "PRAGMA user_version") == [(SCHEMA_VERSION,)] == [(2,)]
+    # The file as it was, kept aside before the migration.
+    assert [path.name for path in db.parent.glob("*.before-v*")] == ["conversations.before-v2.sqlite3"]
+    assert on_disk(db.with_name("conversations.before-v2.sqlite3"), "PRAGMA user_version") == [(1,)]
 
     with ConversationStore(db.with_name("fresh.sqlite3")):
         pass
@@ -803,26 +904,27 @@ def schema_of(db: Path) -> list[tuple[str, str]]:
 
 def test_a_migration_backs_up_first_and_runs_in_one_transaction(db: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     load_v1_fixture(db)
-    # A version 2 that fails half-way: its first statement must not stay.
+    shipped = list(conversations.MIGRATIONS)
+    # A next version that fails half-way: its first statement must not stay; the shipped ones before it do.
     broken = "ALTER TABLE conversations ADD COLUMN colour TEXT;\nINSERT INTO no_such_table VALUES (1);"
-    monkeypatch.setattr(conversations, "MIGRATIONS", [*conversations.MIGRATIONS, broken])
+    monkeypatch.setattr(conversations, "MIGRATIONS", [*shipped, broken])
     with pytest.raises(ConversationStoreError, match=r"Could not open conversations\.sqlite3"):
         ConversationStore(db)
-    assert on_disk(db, "PRAGMA user_version") == [(1,)]
+    assert on_disk(db, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
     assert "colour" not in on_disk(db, "SELECT sql FROM sqlite_master WHERE name = 'conversations'")[0][0]
-    backup = db.with_name("conversations.before-v2.sqlite3")
-    assert on_disk(backup, "PRAGMA user_version") == [(1,)]
+    backup = db.with_name(f"conversations.before-v{SCHEMA_VERSION + 1}.sqlite3")
+    assert on_disk(backup, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
 
     def add_colour(connection: sqlite3.Connection) -> None:  # a migration may be a function too
         connection.execute("ALTER TABLE conversations ADD COLUMN colour TEXT")
         connection.execute("UPDATE conversations SET colour = 'blue'")
 
-    monkeypatch.setattr(conversations, "MIGRATIONS", [*conversations.MIGRATIONS[:1], add_colour])
+    monkeypatch.setattr(conversations, "MIGRATIONS", [*shipped, add_colour])
     with ConversationStore(db) as store:
         assert len(store.list_conversations()) == 2
-    assert on_disk(db, "PRAGMA user_version") == [(2,)]
+    assert on_disk(db, "PRAGMA user_version") == [(SCHEMA_VERSION + 1,)]
     assert on_disk(db, "SELECT DISTINCT colour FROM conversations") == [("blue",)]
-    second_backup = db.with_name("conversations.before-v2-2.sqlite3")  # the first one is kept
+    second_backup = db.with_name(f"conversations.before-v{SCHEMA_VERSION + 1}-2.sqlite3")  # the first one is kept
     assert on_disk(second_backup, "SELECT count(*) FROM messages") == [(6,)]
     assert integrity(second_backup) == "ok"
 
