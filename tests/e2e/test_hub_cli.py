@@ -96,7 +96,7 @@ def test_pull_then_chat_with_the_pulled_model(tmp_path: Path, hub: FakeHub) -> N
     assert "Downloaded and verified Tiny-Chat-Q8_0.gguf" in result.stdout
     models = json.loads(cli("models", "--json", basedir=tmp_path, endpoint=hub.url).stdout)
     pulled = next(model for model in models if model["name"] == "Tiny-Chat-Q8_0")
-    assert pulled["origin"] == f"{REPO}@{hub.commit_of(REPO)[:7]}"
+    assert pulled["origin"] == f"{REPO}@{hub.commit_of(REPO)}"
     assert pulled["sha256"]
     reply = cli("chat", "Tiny-Chat-Q8_0", "Hello", "--max-tokens", "4", basedir=tmp_path, endpoint=hub.url)
     assert reply.returncode == 0, reply.stderr
