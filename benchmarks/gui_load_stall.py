@@ -1,8 +1,8 @@
 """Does loading a model stall the GUI thread? The longest gap between event-loop turns while the starter model
 loads, against the same window sitting idle for as long, alternately (idle, load, idle, load, ...).
 
-A zero-interval QTimer ticks whenever the event loop is free; the longest time between two ticks is the worst
-freeze a user could have seen (a click or a repaint waits at most that long).
+The stall is how late a 5 ms timer fired at worst (benchmarks/gui_probe.py): the worst freeze a user could have
+seen (a click or a repaint waits at most that long).
 
     QT_QPA_PLATFORM=offscreen .venv/bin/python benchmarks/gui_load_stall.py [--rounds 5]
 """
@@ -14,12 +14,11 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 
-from PySide6.QtCore import QElapsedTimer, QEventLoop, QTimer
 from PySide6.QtWidgets import QApplication
 
+from benchmarks.gui_probe import StallMeter, measure_idle, wait
 from localai_app.app import build_window
 from localai_app.core.paths import AppPaths
 from localai_app.core.settings import Settings, save_settings
@@ -27,34 +26,7 @@ from localai_app.core.starter import starter_path
 from localai_app.ui.main_window import MainWindow
 
 
-class GapMeter:
-    """Longest time between two turns of the event loop, in ms, since `reset`."""
-
-    def __init__(self) -> None:
-        self._clock = QElapsedTimer()
-        self._timer = QTimer()
-        self._timer.setInterval(0)
-        self._timer.timeout.connect(self._tick)
-        self.longest = 0.0
-
-    def reset(self) -> None:
-        self.longest = 0.0
-        self._clock.start()
-        self._timer.start()
-
-    def _tick(self) -> None:
-        self.longest = max(self.longest, self._clock.nsecsElapsed() / 1e6)
-        self._clock.restart()
-
-
-def wait(milliseconds: float, until: Callable[[], bool] = lambda: False) -> None:
-    loop = QEventLoop()
-    deadline = time.perf_counter() + milliseconds / 1000
-    while time.perf_counter() < deadline and not until():
-        loop.processEvents(QEventLoop.ProcessEventsFlag.AllEvents, 5)
-
-
-def measure_load(window: MainWindow, meter: GapMeter) -> tuple[float, float]:
+def measure_load(window: MainWindow, meter: StallMeter) -> tuple[float, float]:
     """(longest gap ms, load seconds) for one load of the current model from a stopped engine."""
     window.engine_manager.shutdown()
     model = window.current_model()
@@ -71,12 +43,6 @@ def measure_load(window: MainWindow, meter: GapMeter) -> tuple[float, float]:
     return meter.longest, seconds
 
 
-def measure_idle(meter: GapMeter, milliseconds: float) -> float:
-    meter.reset()
-    wait(milliseconds)
-    return meter.longest
-
-
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=5)
@@ -87,7 +53,7 @@ def main() -> None:
         save_settings(paths.config, Settings(last_model=starter_path().name))
         window = build_window(paths)
         window.show()
-        meter = GapMeter()
+        meter = StallMeter()
         wait(60_000, until=lambda: window.engine_manager.loaded_model is not None)  # the preload at start
         idle_gaps, load_gaps, load_seconds = [], [], []
         for _ in range(args.rounds):
@@ -99,7 +65,7 @@ def main() -> None:
     del app
     print(f"rounds={args.rounds} model={starter_path().name} load {statistics.median(load_seconds):.2f} s (median)")
     print(
-        f"longest event-loop gap  idle {statistics.median(idle_gaps):.1f} ms (max {max(idle_gaps):.1f})"
+        f"longest main-thread stall  idle {statistics.median(idle_gaps):.1f} ms (max {max(idle_gaps):.1f})"
         f"  loading {statistics.median(load_gaps):.1f} ms (max {max(load_gaps):.1f})"
     )
 

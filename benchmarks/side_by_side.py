@@ -4,8 +4,8 @@ threads), and the longest main-thread stall while both panes stream.
 Interleaved rounds (alone A, side by side, alone B, ...), medians. Everything goes through the real GUI code path:
 an offscreen window's Send, its engine workers and their signals, the panes' chat views. Both sides run the starter
 model, with two settings (temperature 0 and 1, the same seed): the "one model, two settings" case, which is also
-the heaviest (two engines of the same file). The stall is the longest gap between turns of the event loop (a
-zero-interval QTimer; see benchmarks/gui_load_stall.py) while both panes stream.
+the heaviest (two engines of the same file). The stall is how late a 5 ms timer fired at worst
+(benchmarks/gui_probe.py) while both panes stream.
 
     QT_QPA_PLATFORM=offscreen .venv/bin/python benchmarks/side_by_side.py [--rounds 5] [--tokens 128]
 """
@@ -20,7 +20,7 @@ from pathlib import Path
 
 from PySide6.QtWidgets import QApplication
 
-from benchmarks.gui_load_stall import GapMeter, measure_idle, wait
+from benchmarks.gui_probe import StallMeter, measure_idle, wait
 from localai_app.app import build_window
 from localai_app.core.paths import AppPaths
 from localai_app.core.settings import Settings, save_settings
@@ -47,8 +47,8 @@ def alone(window: MainWindow, temperature: float, tokens: int) -> float:
     return _speed(stats, window.error_banner.text())
 
 
-def side_by_side(window: SideBySideWindow, meter: GapMeter) -> tuple[float, float, float]:
-    """(left tokens/s, right tokens/s, longest event-loop gap in ms) of one side-by-side round."""
+def side_by_side(window: SideBySideWindow, meter: StallMeter) -> tuple[float, float, float]:
+    """(left tokens/s, right tokens/s, longest main-thread stall in ms) of one side-by-side round."""
     stats: list[list[dict[str, object]]] = [[], []]
     for pane, kept in zip(window.panes, stats, strict=True):
         pane.worker.finished.connect(kept.append)
@@ -93,7 +93,7 @@ def main() -> None:
             pane.settings_panel.temperature.setValue(temperature)
             pane.settings_panel.seed.setValue(1)
             pane.settings_panel.max_tokens.setValue(args.tokens)
-        meter = GapMeter()
+        meter = StallMeter()
         side_by_side(panes, meter)  # warm-up: both side engines load
         alone_speeds: list[list[float]] = [[], []]
         paired: list[list[float]] = [[], []]
@@ -118,7 +118,7 @@ def main() -> None:
             f"{statistics.median(paired_side):.1f} tok/s, ratio {ratio:.2f}"
         )
     print(
-        f"longest event-loop gap  idle {statistics.median(idle_gaps):.1f} ms (max {max(idle_gaps):.1f})"
+        f"longest main-thread stall  idle {statistics.median(idle_gaps):.1f} ms (max {max(idle_gaps):.1f})"
         f"  both streaming {statistics.median(gaps):.1f} ms (max {max(gaps):.1f})"
     )
 

@@ -17,12 +17,12 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 
-from PySide6.QtCore import QEventLoop, QObject, QTimer, Slot
+from PySide6.QtCore import QObject, Slot
 from PySide6.QtWidgets import QApplication
 
+from benchmarks.gui_probe import wait
 from localai_app.app import build_window
 from localai_app.core.paths import AppPaths
 from localai_app.core.settings import Settings, save_settings
@@ -33,24 +33,6 @@ PROMPT = "The history of the city begins in the year"
 SEED = 42
 TOKENS = 128
 REPLY_TIMEOUT_MS = 600_000  # generous: on a busy machine a reply can take minutes
-
-
-def wait(milliseconds: float, until: Callable[[], bool]) -> None:
-    """Runs the event loop until `until()` or the time is up, checking every 10 ms. Not a processEvents loop: that
-    spins a core, which on a 2-core machine is taken from the engine and would be measured as its slowness."""
-    deadline = time.perf_counter() + milliseconds / 1000
-    loop = QEventLoop()
-    timer = QTimer()
-    timer.setInterval(10)
-
-    def check() -> None:
-        if until() or time.perf_counter() > deadline:
-            loop.quit()
-
-    timer.timeout.connect(check)
-    timer.start()
-    loop.exec()
-    timer.stop()
 
 
 class Reply(QObject):

@@ -417,6 +417,13 @@ def gpu_memory_of(pid: int) -> int | None:
         ).stdout
     except (OSError, subprocess.SubprocessError):
         return None
+    return gpu_memory_in(listing, pid)
+
+
+def gpu_memory_in(listing: str, pid: int) -> int | None:
+    """Bytes `pid` holds in nvidia-smi's `--query-compute-apps=pid,used_memory --format=csv,noheader,nounits`
+    listing (MiB, one line per process and GPU: a process on two GPUs has two lines). In a container with its own
+    process namespace nvidia-smi lists the host's pids, so the engine is not found there: None, never a guess."""
     used = [
         int(fields[1]) * 1024 * 1024
         for line in listing.splitlines()

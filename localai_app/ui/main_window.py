@@ -1182,7 +1182,14 @@ class MainWindow(QMainWindow):
         return self.local_api_panel
 
     def _toggle_evaluate(self, visible: bool) -> None:
-        self._evaluate().setVisible(visible)
+        panel = self._evaluate()
+        panel.setVisible(visible)
+        if visible:  # its results table, charts and cost need the height more than the chat does meanwhile
+            sizes = self._panels.sizes()
+            chat = min(sizes[0], sum(sizes) // 5)
+            sizes[self._panels.indexOf(panel)] += sizes[0] - chat
+            sizes[0] = chat
+            self._panels.setSizes(sizes)
 
     def _evaluate(self) -> EvaluatePanel:
         if self.evaluate_panel is None:

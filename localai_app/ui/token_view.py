@@ -28,7 +28,6 @@ from PySide6.QtWidgets import QLabel, QTextBrowser, QVBoxLayout, QWidget
 
 from localai_app.core.replies import TokenChoice, TokenProbability
 from localai_app.core.reply_tokens import ReplyTokens
-from localai_app.ui.chat_view import FRAME_MS
 
 ALTERNATIVES = 10  # the likeliest tokens asked for and charted at each position
 HUE = 215 / 360  # blue: the hue that stays distinct for all common kinds of colour blindness
@@ -45,6 +44,10 @@ PLACEHOLDER = "The next reply shows here token by token, coloured by probability
 NO_STORED_TOKENS = (
     "No probabilities were kept for this reply: the token view was off while it was written, or it was imported."
 )
+
+# The pane is refreshed 10 times a second, not every frame like the reply's text: each refresh repaints its
+# coloured tokens, and on 2 cores the GUI's CPU is taken from the engine (benchmarks/token_view_overhead.py).
+PANE_UPDATE_MS = 100
 
 
 def probability_colour(probability: float) -> QColor:
@@ -219,7 +222,7 @@ class TokenView(QTextBrowser):
         self._unshown = 0  # tokens at the end of `tokens` not in the document yet
         self._flush_timer = QTimer(self)
         self._flush_timer.setSingleShot(True)
-        self._flush_timer.setInterval(FRAME_MS)
+        self._flush_timer.setInterval(PANE_UPDATE_MS)
         self._flush_timer.timeout.connect(self.flush)
 
     def begin(self, prefix: str = "") -> None:

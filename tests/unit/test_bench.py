@@ -7,7 +7,7 @@ import argparse
 import pytest
 
 from localai_app.cli_bench import _at_least, _levels
-from localai_app.core.bench import RUN_METRICS, BenchPlan, run_figures, summarise
+from localai_app.core.bench import RUN_METRICS, BenchPlan, gpu_memory_in, run_figures, summarise
 from localai_app.core.bench_requests import Burst, Outcome, percentile
 from localai_app.core.errors import AppError
 
@@ -96,3 +96,22 @@ def test_cli_option_types() -> None:
     assert _at_least(2)("5") == 5
     with pytest.raises(argparse.ArgumentTypeError, match="at least 2"):
         _at_least(2)("1")
+
+
+# nvidia-smi --query-compute-apps=pid,used_memory --format=csv,noheader,nounits, as it prints on a two-GPU machine
+# with the engine (pid 4242) split across both and another program on the first.
+NVIDIA_SMI_APPS = "4242, 3120\n1777, 812\n4242, 2950\n"
+
+
+@pytest.mark.parametrize(
+    ("listing", "pid", "expected"),
+    [
+        (NVIDIA_SMI_APPS, 4242, (3120 + 2950) * 1024 * 1024),  # both GPUs' share counted
+        (NVIDIA_SMI_APPS, 1777, 812 * 1024 * 1024),
+        (NVIDIA_SMI_APPS, 99, None),  # not on a GPU (or, in a container, listed under the host's pid)
+        ("", 4242, None),  # no compute process at all
+        ("4242, [N/A]\n", 4242, None),  # a driver that cannot say (some Windows/WDDM setups)
+    ],
+)
+def test_gpu_memory_is_read_from_nvidia_smi_listing(listing: str, pid: int, expected: int | None) -> None:
+    assert gpu_memory_in(listing, pid) == expected
