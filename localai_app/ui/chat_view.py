@@ -106,8 +106,11 @@ class ChatView(QTextBrowser):
     # "previous" or "next" (version); and the message's id.
     message_action = Signal(str, int)
 
-    def __init__(self, parent: QWidget | None = None) -> None:
+    def __init__(self, parent: QWidget | None = None, *, message_actions: bool = True) -> None:
+        """`message_actions`: offer Edit, Regenerate, Continue and ◀ ▶ under stored messages (not where nothing acts
+        on them, as in a side-by-side pane, whose two replies are each other's versions)."""
         super().__init__(parent)
+        self._message_actions = message_actions
         self.setOpenLinks(False)  # model text never navigates anywhere by itself
         self.setOpenExternalLinks(False)
         self.setPlaceholderText("Pick a model and write a message.")
@@ -439,6 +442,8 @@ class ChatView(QTextBrowser):
         cursor.insertText("Copy", self._render.link(f"{ACTION_SCHEME}:copy/{copy_key}", quiet=True))
 
     def _insert_actions(self, cursor: QTextCursor, message: Message) -> None:
+        if not self._message_actions:
+            return
         actions = []
         if message.role == "user":
             actions.append(("Edit", "edit"))

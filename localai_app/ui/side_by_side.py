@@ -79,7 +79,7 @@ class SidePane(QWidget):
         self.caption = QLabel()
         self.caption.setObjectName("paneCaption")
         self.caption.setWordWrap(True)
-        self.chat_view = ChatView()
+        self.chat_view = ChatView(message_actions=False)
         self.chat_view.setAccessibleName(f"{name} reply")
         self.stats_label = QLabel()
         self.stats_label.setObjectName("paneStats")

@@ -80,6 +80,10 @@ def test_two_models_stream_side_by_side_saved_reopened_and_exported(
     assert [pane.chat_view.toPlainText().count("And again") for pane in side_by_side.panes] == [1, 1]
     assert [getattr(pane.current_model(), "name", None) for pane in side_by_side.panes] == ["tiny-chat", "tiny-base"]
     assert side_by_side.panes[1].settings_panel.temperature.value() == 1.0
+    # No Regenerate or ◀ 1/2 ▶ there: nothing in a pane acts on them, and the two replies are each other's versions.
+    assert not any(
+        word in pane.chat_view.toPlainText() for pane in side_by_side.panes for word in ("Regenerate", "Edit", "1/2")
+    )
     assert all(reply.content[:5] in text for reply, text in zip(replies, shown, strict=True))
 
     markdown = tmp_path / "side-by-side.md"
