@@ -23,6 +23,7 @@ from PySide6.QtWidgets import (
     QDoubleSpinBox,
     QFileDialog,
     QFormLayout,
+    QGridLayout,
     QHBoxLayout,
     QHeaderView,
     QLabel,
@@ -77,6 +78,7 @@ REPORT_FILTERS = "HTML (*.html);;Markdown (*.md);;CSV (*.csv);;JSON (*.json)"
 COMMERCIAL_COLOURS = {"yes": VERDICT_COLOURS[FITS], "restricted": VERDICT_COLOURS[TIGHT], "no": WONT_FIT_COLOUR}
 UNKNOWN_COLOUR = "#555555"
 USER_POWER = "entered by the user"
+CHART_COLUMNS = 2  # the report's charts, two a row: each is about 580 px wide
 
 
 class _ProgressRelay(QObject):
@@ -212,8 +214,11 @@ class EvaluatePanel(QWidget):
         self.results_note.setWordWrap(True)
         self.results_note.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self._charts = QWidget()
-        self._charts_layout = QHBoxLayout(self._charts)
-        self._charts_layout.addStretch(1)
+        stacked = QVBoxLayout(self._charts)
+        self._charts_layout = QGridLayout()
+        self._charts_layout.setColumnStretch(CHART_COLUMNS, 1)  # spare width to the right, not between charts
+        stacked.addLayout(self._charts_layout)
+        stacked.addStretch(1)
         self._chart_widgets: dict[str, QSvgWidget] = {}
         charts = QScrollArea()
         charts.setWidgetResizable(True)
@@ -421,8 +426,9 @@ class EvaluatePanel(QWidget):
                     model = document["models"][index]
                     item.setToolTip((model.get("licence") or {}).get("note", ""))
                 self.results.setItem(index, column, item)
-        # As tall as its rows, so the charts below get the rest of the panel.
+        # As tall as its rows (and the scroll bar a narrow window adds), so the charts below get the rest.
         height = self.results.horizontalHeader().height() + 2 * self.results.frameWidth()
+        height += self.results.horizontalScrollBar().sizeHint().height()
         self.results.setMaximumHeight(height + sum(self.results.rowHeight(row) for row in range(len(rows))) + 2)
         self._show_charts(document)
 
@@ -437,10 +443,13 @@ class EvaluatePanel(QWidget):
             if chart is None:
                 chart = self._chart_widgets[name] = QSvgWidget()
                 chart.setAccessibleName(f"{name} chart")
-                before_stretch = self._charts_layout.count() - 1
-                self._charts_layout.insertWidget(before_stretch, chart, 0, Qt.AlignmentFlag.AlignTop)
             chart.load(QByteArray(svg.encode()))
             chart.setFixedSize(chart.renderer().defaultSize())
+            self._charts_layout.removeWidget(chart)  # laid out again below, in the report's order
+        for index, name in enumerate(charts):
+            row, column = divmod(index, CHART_COLUMNS)
+            top_left = Qt.AlignmentFlag.AlignTop | Qt.AlignmentFlag.AlignLeft
+            self._charts_layout.addWidget(self._chart_widgets[name], row, column, top_left)
 
     def chart_names(self) -> list[str]:
         return list(self._chart_widgets)
