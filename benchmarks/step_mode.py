@@ -20,6 +20,7 @@ from PySide6.QtWidgets import QApplication
 
 from benchmarks.engine_vs_raw import CONTEXT, THREADS
 from localai_app.core.client import EngineClient
+from localai_app.core.conversations import ChatSettings
 from localai_app.core.engine_process import EngineOptions, EngineProcess
 from localai_app.core.replies import SamplingOptions, TokenChoice
 from localai_app.core.sampling import prompt_ids
@@ -32,7 +33,7 @@ SEED = 7
 
 def steps(client: EngineClient, count: int) -> tuple[list[float], list[float], list[TokenChoice]]:
     """Seconds per /completion step and per /detokenize of the reply so far; the first step's candidates."""
-    ids = prompt_ids(client, PROMPT)
+    ids = prompt_ids(client, PROMPT, ChatSettings())
     taken: list[int] = []
     sampling = SamplingOptions(seed=SEED)
     client.next_tokens(ids, sampling, count=1, alternatives=ASKED)  # reads the prompt: the cache holds it now

@@ -13,11 +13,13 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
+from localai_app.core.glass_box import inspect_prompt
 from localai_app.core.replies import SamplingOptions, TokenChoice, TokenProbability
 
 if TYPE_CHECKING:
     from localai_app.core.chat_session import Prompt
     from localai_app.core.client import EngineClient
+    from localai_app.core.conversations import ChatSettings
 
 Cut = Literal["top-k", "top-p", "min-p", "temperature 0"]
 
@@ -52,13 +54,12 @@ class Continuation:
     ended: bool
 
 
-def prompt_ids(client: EngineClient, prompt: Prompt) -> list[int]:
-    """The ids the model reads for `prompt`, tokenized as the engine tokenizes a reply's prompt: a chat after its
-    template (its special tokens read as such), completion text with BOS added and look-alike special tokens kept
-    as text. Step mode goes on from these ids exactly."""
-    if isinstance(prompt, list):
-        return client.tokenize(client.apply_template(prompt), with_pieces=False, parse_special=True)
-    return client.tokenize(prompt, with_pieces=False, add_special=True, parse_special=False)
+def prompt_ids(client: EngineClient, prompt: Prompt, settings: ChatSettings) -> list[int]:
+    """The ids a reply to `prompt` would have the model read: fitted to the context and tokenized exactly as the
+    send path does it (the prompt inspector's `inspect_prompt`), so a long conversation loses its oldest turns here
+    too instead of being refused. Step mode goes on from these ids exactly."""
+    inspection = inspect_prompt(client, prompt, settings.max_tokens, settings.context_policy)
+    return [token.id for token in inspection.tokens]
 
 
 def apply_sampler(alternatives: list[TokenChoice], sampling: SamplingOptions) -> Distribution:

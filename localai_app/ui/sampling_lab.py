@@ -316,7 +316,7 @@ class SamplingLab(QDialog):
 
         def work() -> tuple[list[int], Continuation]:
             client = client_for(model)  # here, not on the GUI thread: it may load the model
-            ids = prompt_ids(client, prompt)
+            ids = prompt_ids(client, prompt, conversation)
             return ids, client.next_tokens(ids, sampling, count=REPLY_PREVIEW, alternatives=ASKED)
 
         run_in_background(self, work, partial(self._first_answer, self._asked), partial(self._failed, self._asked))

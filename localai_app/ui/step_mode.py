@@ -147,7 +147,7 @@ class StepMode(QDialog):
         client_for = self._client_for
         run_in_background(
             self,
-            lambda: prompt_ids(client_for(model), prompt),
+            lambda: prompt_ids(client_for(model), prompt, wanted.settings),
             partial(self._ready, self._asked),
             partial(self._failed, self._asked),
         )

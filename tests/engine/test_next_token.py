@@ -10,7 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from localai_app.core import sampling
 from localai_app.core.client import EngineClient
+from localai_app.core.conversations import ChatSettings
 from localai_app.core.errors import RouteUnavailableError
 from localai_app.core.replies import SamplingOptions
 from localai_app.core.sampling import apply_sampler
@@ -166,3 +168,18 @@ def test_a_server_without_the_route_gets_one_sentence(llama_cpp_server: tuple[st
         )
     finally:
         client.close()
+
+
+def test_a_conversation_longer_than_the_context_is_fitted_as_a_reply_would_be(client: EngineClient) -> None:
+    """The lab and step mode read what Send would send: the oldest turns left out, not the engine's refusal."""
+    turns = [
+        {"role": "user" if number % 2 == 0 else "assistant", "content": f"Turn {number}: " + "words " * 40}
+        for number in range(20)
+    ]
+    conversation = [*turns, {"role": "user", "content": "And now?"}]
+    ids = sampling.prompt_ids(client, conversation, ChatSettings(max_tokens=64))
+    whole = client.tokenize(client.apply_template(conversation), with_pieces=False)
+    assert len(whole) > 512  # the engine's context
+    assert len(ids) <= 512 - 64  # room kept for the reply
+    assert ids[-12:] == whole[-12:]  # the newest turn is there, as the template ends it
+    assert client.next_tokens(ids, SamplingOptions(seed=1), count=1, alternatives=3).ids
