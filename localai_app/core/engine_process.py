@@ -83,6 +83,7 @@ class EngineProcess:
         self._process: subprocess.Popen[bytes] | None = None
         self._stderr_tail: collections.deque[str] = collections.deque(maxlen=STDERR_MEMORY_LINES)
         self._stdout_lines: queue.Queue[bytes] = queue.Queue()
+        self._reporter: threading.Thread | None = None
 
     def start(self, timeout: float = 120.0) -> EngineEndpoint:
         """Spawn the engine and wait for its handshake. Blocks: call it off the GUI thread."""
@@ -116,7 +117,8 @@ class EngineProcess:
                 raise EngineError(str(error["message"]), kind=str(error.get("kind", "load_failed")))
             raise EngineError(fault.sentence, kind=fault.kind)
         ready = message["ready"]
-        threading.Thread(target=self._report_requests, name="engine-requests", daemon=True).start()
+        self._reporter = threading.Thread(target=self._report_requests, name="engine-requests", daemon=True)
+        self._reporter.start()
         return EngineEndpoint(
             f"http://127.0.0.1:{int(ready['port'])}", token, dict(ready.get("model", {})), ready.get("serving")
         )
@@ -198,7 +200,11 @@ class EngineProcess:
         return classify_exit(exit_code, list(self._stderr_tail), self.model_path.name)
 
     def stop(self, grace: float = 3.0) -> None:
-        """Close stdin (the engine's signal to exit), then terminate, then kill. Idempotent."""
+        """Close stdin (the engine's signal to exit), then terminate, then kill. Idempotent.
+
+        Returns once every request the engine reported before exiting has reached `on_request`, so a caller that
+        stops the engine (the CLI printing its request log, a test counting requests) misses none of them.
+        """
         process = self._process
         if process is None:
             return
@@ -209,6 +215,9 @@ class EngineProcess:
         except (OSError, subprocess.TimeoutExpired):
             process.kill()
             process.wait(timeout=grace)
+        reporter = self._reporter
+        if reporter is not None and reporter is not threading.current_thread():
+            reporter.join(timeout=grace)  # it ends at stdout's end, which the process's exit brings
 
 
 def _parse_message(line: bytes) -> dict[str, Any] | None:

@@ -68,9 +68,6 @@ def test_bench_reports_consistent_figures_and_goes_on_past_a_broken_model(
             assert level["p50_s"] <= level["p95_s"] <= level["wall_s"]
     assert starter["licence"]["id"] == "gemma" and starter["quantization"] == "Q4_K_M"
     assert len(starter["sha256"]) == 64
-    # One sequence at a time: four clients share the machine out, the queue costs them (almost) nothing.
-    single, four = (level["throughput_tok_s"] for level in starter["concurrency"])
-    assert four >= 0.9 * single
 
 
 def test_quality_is_measured_once_per_model_and_printed(tiny_library_paths: AppPaths, tmp_path: Path) -> None:

@@ -386,3 +386,26 @@ def test_the_apps_own_reply_goes_ahead_of_queued_api_requests(app_paths: AppPath
     finally:
         manager.shutdown()
     assert [record.path for record in reports if record.status == 200].count("/v1/completions") == 3
+
+
+def test_every_answered_request_is_reported_by_the_time_shutdown_returns(
+    app_paths: AppPaths, tiny_chat_model: Path
+) -> None:
+    manager = manager_for(app_paths, Overrides(context=512, threads=1))
+    manager.serve = ServeOptions(port=free_port())
+    reports: list[RequestRecord] = []
+
+    def slow_listener(record: RequestRecord) -> None:
+        time.sleep(0.3)  # a listener slower than the engine (a busy GUI) leaves reports queued at shutdown
+        reports.append(record)
+
+    manager.on_request = slow_listener
+    try:
+        manager.load(Library(app_paths).find(str(tiny_chat_model)))
+        assert manager.serving_url is not None
+        with openai.OpenAI(base_url=manager.serving_url, api_key="none", max_retries=0) as api:
+            for _ in range(3):
+                api.completions.create(model="m", prompt="count me", max_tokens=2)
+    finally:
+        manager.shutdown()
+    assert [record.path for record in reports] == ["/v1/completions"] * 3
