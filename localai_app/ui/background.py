@@ -40,3 +40,34 @@ def run_in_background(
     relay.succeeded.connect(relay.deleteLater)
     relay.failed.connect(relay.deleteLater)
     QThreadPool.globalInstance().start(_Task(work, relay))
+
+
+class LatestOnly:
+    """Background requests of which only the latest one's answer is wanted.
+
+    The user moves on while a request runs (edits the conversation, steps again, reopens a view), so an answer to an
+    older request, success or failure, is dropped instead of overwriting what the newer one shows.
+    """
+
+    def __init__(self, parent: QObject) -> None:
+        self._parent = parent
+        self._latest = 0
+
+    def run(
+        self, work: Callable[[], Any], on_success: Callable[[Any], None], on_failure: Callable[[str], None]
+    ) -> None:
+        self._latest += 1
+        asked = self._latest
+
+        def if_still_latest(handler: Callable[[Any], None]) -> Callable[[Any], None]:
+            def answer(value: Any) -> None:
+                if asked == self._latest:
+                    handler(value)
+
+            return answer
+
+        run_in_background(self._parent, work, if_still_latest(on_success), if_still_latest(on_failure))
+
+    def drop(self) -> None:
+        """Whatever is still running is no longer wanted (the view now shows something else)."""
+        self._latest += 1

@@ -22,11 +22,11 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from localai_app.core.chat_session import Prompt
+from localai_app.core.context import Prompt
 from localai_app.core.conversations import ChatSettings
 from localai_app.core.glass_box import PromptInspection, Template, chat_template, inspect_prompt
 from localai_app.core.library import ModelInfo
-from localai_app.ui.background import run_in_background
+from localai_app.ui.background import LatestOnly
 from localai_app.ui.token_strip import TokenStrip, describe, size_for_text
 
 if TYPE_CHECKING:
@@ -54,7 +54,7 @@ class PromptInspector(QDialog):
         self.setAccessibleName("Prompt inspector")
         self._source = source
         self._client_for = client_for
-        self._asked = 0  # which request is the latest: an answer to an older one is dropped
+        self._requests = LatestOnly(self)
         self.inspection: PromptInspection | None = None  # what is on show
         self.busy = False
 
@@ -102,8 +102,8 @@ class PromptInspector(QDialog):
 
     def refresh(self) -> None:
         wanted = self._source()
-        self._asked += 1
         if isinstance(wanted, str):
+            self._requests.drop()
             self._say(wanted)
             return
         model, prompt, settings = wanted
@@ -115,11 +115,9 @@ class PromptInspector(QDialog):
             inspection = inspect_prompt(client_for(model), prompt, settings.max_tokens, settings.context_policy)
             return inspection, chat_template(model)
 
-        run_in_background(self, work, partial(self._show, self._asked, model), partial(self._fail, self._asked))
+        self._requests.run(work, partial(self._show, model), self._say)
 
-    def _show(self, asked: int, model: ModelInfo, result: tuple[PromptInspection, Template | None]) -> None:
-        if asked != self._asked:
-            return
+    def _show(self, model: ModelInfo, result: tuple[PromptInspection, Template | None]) -> None:
         self.busy = False
         inspection, template = result
         self.inspection = inspection
@@ -155,10 +153,6 @@ class PromptInspector(QDialog):
                 else "This model has no chat template (a base model): the prompt is your text, nothing added but BOS."
             )
             self.template_box.clear()
-
-    def _fail(self, asked: int, sentence: str) -> None:
-        if asked == self._asked:
-            self._say(sentence)
 
     def _say(self, sentence: str) -> None:
         """Nothing to show but `sentence`: why (no model, no message, a server without the routes)."""

@@ -12,7 +12,6 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from functools import partial
 from typing import TYPE_CHECKING
 
 from PySide6.QtCore import QEvent, QRect, QSize, Qt, QTimer, Signal
@@ -35,7 +34,7 @@ from localai_app.core.conversations import ChatSettings
 from localai_app.core.library import ModelInfo
 from localai_app.core.replies import SamplingOptions, TokenChoice
 from localai_app.core.sampling import Candidate, Continuation, Distribution, apply_sampler, prompt_ids
-from localai_app.ui.background import run_in_background
+from localai_app.ui.background import LatestOnly
 from localai_app.ui.prompt_inspector import PromptSource
 from localai_app.ui.token_strip import size_for_text
 from localai_app.ui.token_view import probability_colour, token_label
@@ -192,7 +191,7 @@ class SamplingLab(QDialog):
         self.setWindowTitle("Sampling lab")
         self.setAccessibleName("Sampling lab")
         self._source, self._client_for, self._use_settings = source, client_for, use_settings
-        self._asked = 0  # the latest request: answers to older ones are dropped
+        self._requests = LatestOnly(self)
         self._model: ModelInfo | None = None
         self._conversation = ChatSettings()  # the settings the conversation had when the lab last looked
         self._prompt: list[int] = []
@@ -291,8 +290,8 @@ class SamplingLab(QDialog):
     def refresh(self) -> None:
         """The conversation as it is now, with its settings: asked of the engine again."""
         wanted = self._source()
-        self._asked += 1
         if isinstance(wanted, str):
+            self._requests.drop()
             self._say(wanted)
             return
         model, prompt, conversation = wanted
@@ -319,7 +318,7 @@ class SamplingLab(QDialog):
             ids = prompt_ids(client, prompt, conversation)
             return ids, client.next_tokens(ids, sampling, count=REPLY_PREVIEW, alternatives=ASKED)
 
-        run_in_background(self, work, partial(self._first_answer, self._asked), partial(self._failed, self._asked))
+        self._requests.run(work, self._first_answer, self._say)
 
     def run_again(self) -> None:
         self.seed.setValue(random.randint(0, MAX_SEED))  # draws again (after the debounce)
@@ -328,7 +327,6 @@ class SamplingLab(QDialog):
         """The engine draws with the settings shown: the token picked and the reply's first words."""
         if self._model is None or not self._prompt:
             return
-        self._asked += 1
         self.busy = True
         model, ids, sampling = self._model, self._prompt, self.sampling()
         client_for = self._client_for
@@ -336,10 +334,10 @@ class SamplingLab(QDialog):
         def work() -> Continuation:
             return client_for(model).next_tokens(ids, sampling, count=REPLY_PREVIEW, alternatives=0)
 
-        run_in_background(self, work, partial(self._drawn, self._asked), partial(self._failed, self._asked))
+        self._requests.run(work, self._drawn, self._say)
 
-    def _first_answer(self, asked: int, answer: tuple[list[int], Continuation]) -> None:
-        if asked != self._asked or self._model is None:
+    def _first_answer(self, answer: tuple[list[int], Continuation]) -> None:
+        if self._model is None:
             return
         self._prompt, continuation = answer
         self.alternatives = continuation.tokens[0].alternatives if continuation.tokens else []
@@ -348,21 +346,15 @@ class SamplingLab(QDialog):
             f"The next token as {name} sees it after this conversation: the {len(self.alternatives)} likeliest "
             "candidates from its raw logits, and what the sampling settings make of them."
         )
-        self._drawn(asked, continuation)
+        self._drawn(continuation)
 
-    def _drawn(self, asked: int, continuation: Continuation) -> None:
-        if asked != self._asked:
-            return
+    def _drawn(self, continuation: Continuation) -> None:
         self.busy = False
         self.continuation = continuation
         self._chart(current=True)
         seed = self.seed.value()
         ending = " (the model ended its reply there)" if continuation.ended else "…"
         self.reply_label.setText(f"With seed {seed} the reply begins: “{continuation.text}”{ending}")
-
-    def _failed(self, asked: int, sentence: str) -> None:
-        if asked == self._asked:
-            self._say(sentence)
 
     def _say(self, sentence: str) -> None:
         """Nothing to chart but `sentence`: why (no model, no message, a server without /completion)."""

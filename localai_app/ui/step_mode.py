@@ -16,7 +16,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from functools import partial
 from typing import TYPE_CHECKING
 
 from PySide6.QtCore import Qt
@@ -28,14 +27,14 @@ from localai_app.core.library import ModelInfo
 from localai_app.core.replies import SamplingOptions, TokenChoice, TokenProbability
 from localai_app.core.reply_tokens import ReplyTokens
 from localai_app.core.sampling import Continuation, apply_sampler, prompt_ids
-from localai_app.ui.background import run_in_background
+from localai_app.ui.background import LatestOnly
 from localai_app.ui.sampling_lab import ASKED, DistributionChart
 from localai_app.ui.token_strip import size_for_text
 from localai_app.ui.token_view import likeliest
 
 if TYPE_CHECKING:
-    from localai_app.core.chat_session import Prompt
     from localai_app.core.client import EngineClient
+    from localai_app.core.context import Prompt
 
 STEP_KEYS = (Qt.Key.Key_Space, Qt.Key.Key_Right)
 
@@ -75,7 +74,7 @@ class StepMode(QDialog):
         self.setWindowTitle("Step mode")
         self.setAccessibleName("Step mode")
         self._source, self._client_for, self._keep = source, client_for, keep
-        self._asked = 0  # the latest request: answers to older ones are dropped
+        self._requests = LatestOnly(self)
         self._start: StepStart | None = None
         self._model: ModelInfo | None = None
         self._sampling = SamplingOptions()
@@ -85,7 +84,7 @@ class StepMode(QDialog):
         self._chosen: set[int] = set()  # positions of the tokens clicked in the chart instead of the ones drawn
         self.ended = False  # the model drew its end-of-generation token
         self.busy = False
-        self._text_asked = 0  # the latest detokenize: a slower answer for an older reply is dropped
+        self._text_requests = LatestOnly(self)  # detokenizing the reply so far, apart from stepping it
 
         self.heading = QLabel()
         self.heading.setWordWrap(True)
@@ -131,7 +130,8 @@ class StepMode(QDialog):
     def refresh(self) -> None:
         """Starts over on the conversation as it is now, with its settings."""
         wanted = self._source()
-        self._asked += 1
+        self._requests.drop()
+        self._text_requests.drop()
         self.taken, self._tokens, self._chosen, self.ended = [], [], set(), False
         self.text_box.clear()
         self.chart.show_distribution(apply_sampler([], self._sampling), None)
@@ -145,27 +145,20 @@ class StepMode(QDialog):
         self.busy = True
         self.heading.setText(f"Reading the conversation as {model.title or model.name} does…")
         client_for = self._client_for
-        run_in_background(
-            self,
-            lambda: prompt_ids(client_for(model), prompt, wanted.settings),
-            partial(self._ready, self._asked),
-            partial(self._failed, self._asked),
-        )
+        self._requests.run(lambda: prompt_ids(client_for(model), prompt, wanted.settings), self._ready, self._say)
 
-    def _ready(self, asked: int, ids: list[int]) -> None:
-        if asked == self._asked:
-            self.busy = False
-            self._prompt = ids
-            self.heading.setText(
-                f"{len(ids):,} prompt tokens. Press Space or → for the next token, drawn with this conversation's "
-                "settings; click a candidate in the chart to take it instead."
-            )
+    def _ready(self, ids: list[int]) -> None:
+        self.busy = False
+        self._prompt = ids
+        self.heading.setText(
+            f"{len(ids):,} prompt tokens. Press Space or → for the next token, drawn with this conversation's "
+            "settings; click a candidate in the chart to take it instead."
+        )
 
     def step(self) -> None:
         if self.busy or self.ended or self._model is None or not self._prompt:
             return
         self.busy = True
-        self._asked += 1
         model, so_far, client_for = self._model, [*self._prompt, *self.taken], self._client_for
         seed = self._sampling.seed
         sampling = replace(self._sampling, seed=None if seed is None else seed + len(self.taken))
@@ -173,7 +166,7 @@ class StepMode(QDialog):
         def work() -> Continuation:
             return client_for(model).next_tokens(so_far, sampling, count=1, alternatives=ASKED)
 
-        run_in_background(self, work, partial(self._stepped, self._asked), partial(self._failed, self._asked))
+        self._requests.run(work, self._stepped, self._say)
 
     def take(self, choice: TokenChoice) -> None:
         """`choice` in place of the token just drawn; the next step goes on from it."""
@@ -189,9 +182,7 @@ class StepMode(QDialog):
         self.chart.show_distribution(self.chart.distribution, choice.id)
         self._show_text()
 
-    def _stepped(self, asked: int, continuation: Continuation) -> None:
-        if asked != self._asked:
-            return
+    def _stepped(self, continuation: Continuation) -> None:
         self.busy = False
         if not continuation.tokens:  # the context is full: nothing more can be drawn
             self.ended = True
@@ -228,11 +219,8 @@ class StepMode(QDialog):
             "chosen_by_you": len(chosen),
         }
         self.busy = True
-        self._asked += 1
 
-        def saved(asked: int, text: str) -> None:
-            if asked != self._asked:
-                return
+        def saved(text: str) -> None:
             self.busy = False
             why_not = self._keep(SteppedReply(start, text, ReplyTokens("", tokens, chosen), stats))
             if why_not is None:
@@ -240,34 +228,18 @@ class StepMode(QDialog):
             else:
                 self._say(why_not)
 
-        run_in_background(
-            self,
-            lambda: client_for(start.model).detokenize(ids),
-            partial(saved, self._asked),
-            partial(self._failed, self._asked),
-        )
+        self._requests.run(lambda: client_for(start.model).detokenize(ids), saved, self._say)
 
     def _show_text(self) -> None:
         """The reply's bytes made text by the engine: a character split across tokens reads whole once complete."""
         model, ids, client_for = self._model, list(self.taken), self._client_for
         if model is None:
             return
-        self._text_asked += 1
-        run_in_background(
-            self,
-            lambda: client_for(model).detokenize(ids),
-            partial(self._show_detokenized, self._text_asked),
-            partial(self._failed, self._asked),
-        )
+        self._text_requests.run(lambda: client_for(model).detokenize(ids), self._show_detokenized, self._say)
 
-    def _show_detokenized(self, asked: int, text: str) -> None:
-        if asked == self._text_asked:
-            self.text_box.setPlainText(text)
-            self.text_box.verticalScrollBar().setValue(self.text_box.verticalScrollBar().maximum())
-
-    def _failed(self, asked: int, sentence: str) -> None:
-        if asked == self._asked:
-            self._say(sentence)
+    def _show_detokenized(self, text: str) -> None:
+        self.text_box.setPlainText(text)
+        self.text_box.verticalScrollBar().setValue(self.text_box.verticalScrollBar().maximum())
 
     def _say(self, sentence: str) -> None:
         self.busy = False
