@@ -15,7 +15,8 @@ from pathlib import Path
 from localai_app import __version__, cli_bench, cli_conversations, cli_glass, cli_hub, cli_serve
 from localai_app.core import hardware
 from localai_app.core.advice import advise_here
-from localai_app.core.chat_session import ChatSession, Prompt
+from localai_app.core.chat_session import ChatSession
+from localai_app.core.context import Prompt
 from localai_app.core.conversations import ChatSettings
 from localai_app.core.engine_manager import manager_for
 from localai_app.core.errors import AppError, EngineError, OfflineError, TransientError

@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from localai_app.core.context import Prompt
 from localai_app.core.conversations import (
     STORE_FILE,
     ChatSettings,
@@ -20,8 +21,6 @@ from localai_app.core.errors import AppError, ConversationStoreError
 from localai_app.core.library import ModelInfo
 from localai_app.core.replies import TokenProbability
 from localai_app.core.reply_tokens import ReplyTokens
-
-Prompt = str | list[dict[str, str]]
 
 
 class ChatSession:

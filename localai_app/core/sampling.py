@@ -17,8 +17,8 @@ from localai_app.core.glass_box import inspect_prompt
 from localai_app.core.replies import SamplingOptions, TokenChoice, TokenProbability
 
 if TYPE_CHECKING:
-    from localai_app.core.chat_session import Prompt
     from localai_app.core.client import EngineClient
+    from localai_app.core.context import Prompt
     from localai_app.core.conversations import ChatSettings
 
 Cut = Literal["top-k", "top-p", "min-p", "temperature 0"]

@@ -11,7 +11,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import replace
 
-from localai_app.core.chat_session import ChatSession, Prompt
+from localai_app.core.chat_session import ChatSession
+from localai_app.core.context import Prompt
 from localai_app.core.conversations import SIDE_BY_SIDE, ChatSettings, ConversationStore, Message, title_from
 from localai_app.core.library import ModelInfo
 

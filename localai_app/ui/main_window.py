@@ -6,11 +6,10 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from functools import partial
-from importlib import resources
 from typing import TYPE_CHECKING
 
-from PySide6.QtCore import QEvent, QObject, QRect, Qt, QThread, QTimer, Signal
-from PySide6.QtGui import QCloseEvent, QFontMetrics, QKeyEvent, QKeySequence, QPalette, QShortcut, QShowEvent
+from PySide6.QtCore import QEvent, QRect, Qt, QThread, QTimer, Signal
+from PySide6.QtGui import QCloseEvent, QFontMetrics, QKeySequence, QPalette, QShortcut, QShowEvent
 from PySide6.QtWidgets import (
     QApplication,
     QComboBox,
@@ -28,9 +27,9 @@ from PySide6.QtWidgets import (
 
 from localai_app.core import hardware
 from localai_app.core.advice import Advice, advise_here
-from localai_app.core.chat_session import ChatSession, Prompt, open_store
+from localai_app.core.chat_session import ChatSession, open_store
 from localai_app.core.choices import Assessment, assess
-from localai_app.core.context import DROP_OLDEST, NEARLY_FULL
+from localai_app.core.context import DROP_OLDEST, NEARLY_FULL, Prompt
 from localai_app.core.conversations import SAVE_INTERVAL, SIDE_BY_SIDE, ChatSettings
 from localai_app.core.engine_manager import EngineManager
 from localai_app.core.errors import AppError
@@ -61,14 +60,15 @@ if TYPE_CHECKING:
 from localai_app.ui.engine_worker import EngineWorker
 from localai_app.ui.hardware_panel import HardwarePanel
 from localai_app.ui.library_panel import LibraryPanel
+from localai_app.ui.presenter import presenter_style
 from localai_app.ui.prompt_inspector import PromptInspector
+from localai_app.ui.send_on_enter import SendOnEnter
 from localai_app.ui.token_view import ALTERNATIVES, NO_STORED_TOKENS, TokenPane
 from localai_app.ui.tokenizer_playground import TokenizerPlayground
 
 MIN_SCALE, MAX_SCALE, SCALE_STEP = 0.8, 2.5, 0.1  # text size: a laptop's default up to a classroom projector
 PRESENTER_MIN_SCALE, PRESENTER_MAX_SCALE = 1.5, 4.0  # presenter mode: a small room up to a hall's back row
 BASE_POINT_SIZE = "localaiBasePointSize"
-ICONS = resources.files("localai_app.resources").joinpath("icons")
 COMPLETION_MODE_NOTE = (
     "Text completion: this model has no chat template (it is a base model), so it continues your text "
     "instead of answering it."
@@ -79,47 +79,6 @@ def picker_label(model: ModelInfo) -> str:
     if model.server:
         return f"{model.title}  ·  on {model.server}"
     return f"{model.title}  ·  {model.quantization}  ·  {model.size_label}"
-
-
-class _SendOnEnter(QObject):
-    """Enter sends; Shift+Enter starts a new line, as in every chat app."""
-
-    def __init__(self, send: QPushButton) -> None:
-        super().__init__(send)
-        self._send = send
-
-    def eventFilter(self, watched: QObject, event: QEvent) -> bool:
-        if event.type() == QEvent.Type.KeyPress and isinstance(event, QKeyEvent):
-            enter = event.key() in (Qt.Key.Key_Return, Qt.Key.Key_Enter)
-            if enter and not event.modifiers() & Qt.KeyboardModifier.ShiftModifier:
-                self._send.click()
-                return True
-        return False
-
-
-def presenter_style(dark: bool) -> str:
-    """High contrast for a projector, which washes out greys: plain text on plain background, thick borders, and
-    a large red Stop. Dark or light as the window already is, so the chat view's theme colours stay readable."""
-    text, background, dim = ("#ffffff", "#101010", "#b0b0b0") if dark else ("#000000", "#ffffff", "#505050")
-    arrow = ICONS.joinpath("down-arrow-light.svg" if dark else "down-arrow.svg")  # a styled box draws no arrow
-    return f"""
-        QMainWindow, QDialog, QStatusBar, QSplitter, QLabel, QWidget#chatColumn {{
-            background: {background}; color: {text};
-        }}
-        QTextBrowser, QPlainTextEdit, QComboBox {{
-            background: {background}; color: {text}; border: 3px solid {text}; border-radius: 4px; padding: 4px;
-        }}
-        QComboBox::drop-down {{ width: 1.2em; border-left: 3px solid {text}; }}
-        QComboBox::down-arrow {{ image: url({arrow}); width: 0.6em; height: 0.4em; }}
-        QPushButton {{
-            background: {background}; color: {text}; border: 3px solid {text}; border-radius: 6px;
-            padding: 4px 16px;
-        }}
-        QPushButton:checked {{ background: {text}; color: {background}; }}
-        QPushButton:disabled {{ color: {dim}; border-color: {dim}; }}
-        QPushButton#stopButton {{ min-width: 5em; min-height: 2em; font-weight: bold; }}
-        QPushButton#stopButton:enabled {{ background: #c00000; color: #ffffff; border-color: #c00000; }}
-    """
 
 
 @dataclass
@@ -271,7 +230,7 @@ class MainWindow(QMainWindow):
         self.stop_button.setToolTip("Stop the reply (Esc)")
         self.stop_button.setShortcut(QKeySequence(Qt.Key.Key_Escape))
         self.stop_button.setEnabled(False)
-        self.prompt_box.installEventFilter(_SendOnEnter(self.send_button))
+        self.prompt_box.installEventFilter(SendOnEnter(self.send_button))
         input_row = QHBoxLayout()
         input_row.addWidget(self.prompt_box, 1)
         buttons = QVBoxLayout()

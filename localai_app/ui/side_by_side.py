@@ -27,7 +27,8 @@ from PySide6.QtWidgets import (
 )
 
 from localai_app.core import hardware
-from localai_app.core.chat_session import ChatSession, Prompt
+from localai_app.core.chat_session import ChatSession
+from localai_app.core.context import Prompt
 from localai_app.core.conversations import CHAT_LAYOUT, SAVE_INTERVAL, ChatSettings, ConversationStore, Message
 from localai_app.core.engine_manager import EngineManager, manager_for
 from localai_app.core.errors import AppError
@@ -40,7 +41,8 @@ from localai_app.core.side_by_side import SIDES, SideBySideSession, settings_lab
 from localai_app.ui.chat_settings_panel import ChatSettingsPanel
 from localai_app.ui.chat_view import ChatView, reply_note
 from localai_app.ui.engine_worker import EngineWorker
-from localai_app.ui.main_window import _SendOnEnter, presenter_style
+from localai_app.ui.presenter import presenter_style
+from localai_app.ui.send_on_enter import SendOnEnter
 
 SIDE_NAMES = ("Left", "Right")
 
@@ -303,7 +305,7 @@ class SideBySideWindow(QMainWindow):
         self.message_label = QLabel()
         self.message_label.setObjectName("sideBySideMessage")
         self.message_label.setWordWrap(True)
-        self.prompt_box.installEventFilter(_SendOnEnter(self.send_button))
+        self.prompt_box.installEventFilter(SendOnEnter(self.send_button))
         buttons = QVBoxLayout()
         for button in (self.send_button, self.stop_button, self.new_button):
             buttons.addWidget(button)
