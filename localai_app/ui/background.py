@@ -9,6 +9,11 @@ from PySide6.QtCore import QObject, QRunnable, QThreadPool, Signal
 
 from localai_app.core.errors import AppError
 
+# The work handed here waits (on the engine, the Hub, the disk) far more than it computes, so the pool is not sized by
+# CPU cores as Qt's default is: on a 2-core laptop a slow Hub search and a model loading would hold every thread, and
+# the prompt inspector or the library would wait behind them.
+WAITING_THREADS = 8
+
 
 class _Relay(QObject):
     succeeded = Signal(object)
@@ -39,7 +44,9 @@ def run_in_background(
     relay.failed.connect(on_failure)
     relay.succeeded.connect(relay.deleteLater)
     relay.failed.connect(relay.deleteLater)
-    QThreadPool.globalInstance().start(_Task(work, relay))
+    pool = QThreadPool.globalInstance()
+    pool.setMaxThreadCount(max(pool.maxThreadCount(), WAITING_THREADS))
+    pool.start(_Task(work, relay))
 
 
 class LatestOnly:

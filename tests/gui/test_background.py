@@ -8,7 +8,7 @@ from PySide6.QtCore import QObject, QThreadPool
 from pytestqt.qtbot import QtBot
 
 from localai_app.core.errors import AppError
-from localai_app.ui.background import LatestOnly
+from localai_app.ui.background import WAITING_THREADS, LatestOnly, run_in_background
 
 
 def _finish(release: threading.Event, qtbot: QtBot) -> None:
@@ -69,3 +69,23 @@ def test_drop_silences_the_request_in_flight(qtbot: QtBot) -> None:
     requests.drop()  # the view now shows something else
     _finish(release, qtbot)
     assert answers == []
+
+
+def test_requests_waiting_on_slow_work_leave_threads_for_others(qtbot: QtBot) -> None:
+    """Qt sizes its pool by cores (2 here): requests that wait on a slow Hub or a loading model must not hold all."""
+    parent = QObject()
+    answers: list[str] = []
+    release = threading.Event()
+
+    def waiting() -> str:
+        release.wait(10)
+        return "slow"
+
+    for _ in range(WAITING_THREADS - 1):
+        run_in_background(parent, waiting, answers.append, answers.append)
+    run_in_background(parent, lambda: "quick", answers.append, answers.append)
+    try:
+        qtbot.waitUntil(lambda: answers == ["quick"], timeout=3000)
+    finally:
+        _finish(release, qtbot)
+    assert answers == ["quick"] + ["slow"] * (WAITING_THREADS - 1)
