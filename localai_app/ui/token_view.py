@@ -13,6 +13,8 @@ washed-out projector and every kind of colour blindness; the chart gives the exa
 
 from __future__ import annotations
 
+import time
+
 from PySide6.QtCore import QEvent, QPoint, QRect, QSize, Qt, QTimer, QUrl, Signal
 from PySide6.QtGui import (
     QColor,
@@ -48,6 +50,15 @@ NO_STORED_TOKENS = (
 # The pane is refreshed 10 times a second, not every frame like the reply's text: each refresh repaints its
 # coloured tokens, and on 2 cores the GUI's CPU is taken from the engine (benchmarks/token_view_overhead.py).
 PANE_UPDATE_MS = 100
+# A refresh lays out and repaints the reply's whole paragraph, so it costs more as the reply grows (3.5 ms at 400
+# tokens here, 0.4 ms at 16). Refreshes come less often once they would take more than this share of the GUI
+# thread's time, so a long reply costs the engine no more than a short one.
+REFRESH_SHARE = 0.02
+
+
+def refresh_interval(cost_ms: float) -> int:
+    """Milliseconds until the next refresh, after one that cost `cost_ms` to lay out and paint."""
+    return max(PANE_UPDATE_MS, round(cost_ms / REFRESH_SHARE))
 
 
 def probability_colour(probability: float) -> QColor:
@@ -224,10 +235,20 @@ class TokenView(QTextBrowser):
         self._flush_timer.setSingleShot(True)
         self._flush_timer.setInterval(PANE_UPDATE_MS)
         self._flush_timer.timeout.connect(self.flush)
+        self._layout_ms = 0.0  # what the last refresh cost to lay out; its paint is timed in paintEvent
+
+    def paintEvent(self, event: QPaintEvent) -> None:  # noqa: N802  # Qt's names
+        started = time.perf_counter()
+        super().paintEvent(event)
+        if self._layout_ms:  # the paint that shows a refresh: together they set when the next comes
+            cost = self._layout_ms + (time.perf_counter() - started) * 1000
+            self._flush_timer.setInterval(refresh_interval(cost))
+            self._layout_ms = 0.0
 
     def begin(self, prefix: str = "") -> None:
         """A new reply; `prefix` is its text so far, shown plain: its tokens' probabilities are not known here."""
         self._flush_timer.stop()
+        self._flush_timer.setInterval(PANE_UPDATE_MS)
         self.chart.hide()
         self.clear()
         self.setPlaceholderText(PLACEHOLDER)
@@ -268,11 +289,14 @@ class TokenView(QTextBrowser):
     def flush(self) -> None:
         if not self._unshown:
             return
+        started = time.perf_counter()
         bar = self.verticalScrollBar()
         following = bar.value() >= bar.maximum() - 4
         cursor = QTextCursor(self.document())
+        # One layout pass for the frame's tokens, at the block's end: moving the cursor first would lay the
+        # paragraph out once more.
+        cursor.beginEditBlock()
         cursor.movePosition(QTextCursor.MoveOperation.End)
-        cursor.beginEditBlock()  # one layout pass for the frame's tokens
         for position in range(len(self.tokens) - self._unshown, len(self.tokens)):
             if position:
                 cursor.insertText(_GAP, QTextCharFormat())
@@ -302,6 +326,7 @@ class TokenView(QTextBrowser):
         self._unshown = 0
         if following:
             bar.setValue(bar.maximum())
+        self._layout_ms = (time.perf_counter() - started) * 1000
 
     def text_before(self, position: int) -> str:
         """The reply's text before the token at `position`."""

@@ -14,7 +14,7 @@ from pytestqt.qtbot import QtBot
 
 from localai_app.core.conversations import Message
 from localai_app.core.paths import AppPaths
-from localai_app.core.replies import SamplingOptions, TokenChoice
+from localai_app.core.replies import SamplingOptions, TokenChoice, TokenProbability
 from localai_app.ui.main_window import MainWindow
 from localai_app.ui.token_view import (
     ALTERNATIVES,
@@ -22,9 +22,12 @@ from localai_app.ui.token_view import (
     CHOSEN_MARKER,
     CHOSEN_NOTE,
     NO_STORED_TOKENS,
+    PANE_UPDATE_MS,
+    REFRESH_SHARE,
     TokenView,
     is_sampled,
     probability_colour,
+    refresh_interval,
 )
 from tests.gui.conftest import open_window
 
@@ -191,3 +194,36 @@ def test_a_reopened_conversation_shows_its_stored_tokens_and_the_chosen_one(
     window.new_conversation()
     window.open_conversation(conversation)
     assert view.tokens == [] and view.placeholderText() == NO_STORED_TOKENS
+
+
+def test_refreshes_come_less_often_once_they_would_cost_more_than_their_share() -> None:
+    assert refresh_interval(0.4) == PANE_UPDATE_MS  # a short reply: 10 refreshes a second
+    assert refresh_interval(PANE_UPDATE_MS * REFRESH_SHARE) == PANE_UPDATE_MS
+    assert refresh_interval(3.6) == 180  # 2 % of the time: 3.6 ms every 180 ms
+    assert refresh_interval(18.0) == 900
+
+
+def test_each_refresh_sets_the_next_from_what_it_cost_and_a_new_reply_starts_over(
+    qtbot: QtBot, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    costs: list[float] = []
+
+    def recorded_interval(cost_ms: float) -> int:
+        costs.append(cost_ms)
+        return PANE_UPDATE_MS + len(costs)
+
+    monkeypatch.setattr("localai_app.ui.token_view.refresh_interval", recorded_interval)
+    view = TokenView()
+    qtbot.addWidget(view)
+    view.resize(500, 300)
+    view.show()
+    qtbot.waitExposed(view)
+    alternatives = [TokenChoice(f" other{index}", -2.0 - index, 100 + index) for index in range(3)]
+    for refreshes in range(1, 4):
+        view.append_tokens([TokenProbability(f" word{refreshes}", -0.5, alternatives, refreshes)])
+        view.flush()
+        qtbot.waitUntil(lambda: len(costs) == refreshes)  # noqa: B023  # the paint that shows this refresh
+        assert costs[-1] > 0
+        assert view._flush_timer.interval() == PANE_UPDATE_MS + refreshes
+    view.begin()
+    assert view._flush_timer.interval() == PANE_UPDATE_MS
