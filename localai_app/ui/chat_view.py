@@ -17,9 +17,9 @@ from __future__ import annotations
 import itertools
 import time
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from PySide6.QtCore import QTimer, QUrl, Signal
 from PySide6.QtGui import (
@@ -99,6 +99,14 @@ class _Reply:
     open_length: int = 0  # characters at the end of the document showing the block still being written
     open_code: int = 0  # ... when it is a code fence: how much of its code is shown (it only grows)
     open_frame: QTextFrame | None = None  # ... and the fence's frame, which more code is appended to
+
+
+class ReplyKeeper(Protocol):
+    """What saves a streaming reply as the view shows it (a chat session, a side of side by side)."""
+
+    def append(self, text: str) -> None: ...
+
+    def append_reasoning(self, text: str) -> None: ...
 
 
 class ChatView(QTextBrowser):
@@ -255,6 +263,16 @@ class ChatView(QTextBrowser):
         if self._reply is not None and text:
             self._reply.unshown_reasoning.append(text)
             self._schedule()
+
+    def append_pieces(self, pieces: Iterable[tuple[str, str]], keeper: ReplyKeeper) -> None:
+        """ReasoningSplitter's ("reasoning" or "answer", text) pieces, each shown here and handed to `keeper`."""
+        for kind, piece in pieces:
+            if kind == "reasoning":
+                self.append_reasoning(piece)
+                keeper.append_reasoning(piece)
+            else:
+                self.append_reply(piece)
+                keeper.append(piece)
 
     def end_reply(self, note: str) -> str:
         """Shows what is pending, adds a small note under the reply, and returns the reply's answer text."""

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from functools import partial
 from typing import TYPE_CHECKING
@@ -935,16 +935,9 @@ class MainWindow(QMainWindow):
 
     def _on_delta(self, text: str) -> None:
         self._pieces += 1
-        self._route(self._splitter.feed(text) if self._split_replies else [("answer", text)])
-
-    def _route(self, pieces: Iterable[tuple[str, str]]) -> None:
-        for kind, piece in pieces:
-            if kind == "reasoning":
-                self.chat_view.append_reasoning(piece)
-                self.session.append_reasoning(piece)
-            else:
-                self.chat_view.append_reply(piece)
-                self.session.append(piece)
+        self.chat_view.append_pieces(
+            self._splitter.feed(text) if self._split_replies else [("answer", text)], self.session
+        )
 
     def _on_context_measured(self, prompt_tokens: int, context: int) -> None:
         self._context = (prompt_tokens, context)
@@ -1010,7 +1003,7 @@ class MainWindow(QMainWindow):
 
     def _end_reply(self, note: str) -> None:
         if self._split_replies:
-            self._route(self._splitter.finish())
+            self.chat_view.append_pieces(self._splitter.finish(), self.session)
         self.chat_view.end_reply(note)
         self.token_view.can_branch = self._token_reply is not None  # saved: a what-if can start from it now
         self._save_timer.stop()

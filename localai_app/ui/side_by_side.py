@@ -7,7 +7,7 @@ without fighting over cores; a remote model on one side goes through the same wo
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from typing import Any
 
@@ -197,16 +197,7 @@ class SidePane(QWidget):
         if self._pieces == 0:
             self.stats_label.setText("Streaming…")
         self._pieces += 1
-        self._route(self._splitter.feed(text) if self._split else [("answer", text)])
-
-    def _route(self, pieces: Iterable[tuple[str, str]]) -> None:
-        for kind, piece in pieces:
-            if kind == "reasoning":
-                self.chat_view.append_reasoning(piece)
-                self.chat.append_reasoning(piece)
-            else:
-                self.chat_view.append_reply(piece)
-                self.chat.append(piece)
+        self.chat_view.append_pieces(self._splitter.feed(text) if self._split else [("answer", text)], self.chat)
 
     def _on_finished(self, stats: dict[str, object]) -> None:
         kept = {**stats, "pieces": self._pieces}
@@ -224,7 +215,7 @@ class SidePane(QWidget):
         if not self.busy:
             return
         if self._split:
-            self._route(self._splitter.finish())
+            self.chat_view.append_pieces(self._splitter.finish(), self.chat)
         self.chat_view.end_reply("")
         self.stats_label.setText(note)
         self._save_timer.stop()
