@@ -73,6 +73,7 @@ COMPLETION_MODE_NOTE = (
     "Text completion: this model has no chat template (it is a base model), so it continues your text "
     "instead of answering it."
 )
+CONTEXT_GAUGE_MS = 250  # how often the context gauge follows a reply being written
 
 
 def picker_label(model: ModelInfo) -> str:
@@ -147,6 +148,12 @@ class MainWindow(QMainWindow):
         self._save_timer = QTimer(self)
         self._save_timer.setInterval(int(SAVE_INTERVAL * 1000))
         self._save_timer.timeout.connect(self.session.flush)
+        # The context gauge follows a reply as it is written, a few times a second: a label and a bar redrawn per
+        # token would take GUI time from the engine on a small machine.
+        self._context_timer = QTimer(self)
+        self._context_timer.setSingleShot(True)
+        self._context_timer.setInterval(CONTEXT_GAUGE_MS)
+        self._context_timer.timeout.connect(self._show_context_so_far)
         if self._store_problem:
             self._show_error(self._store_problem)
             self.recover_button.setVisible(store.quarantined is not None)
@@ -935,9 +942,15 @@ class MainWindow(QMainWindow):
 
     def _on_delta(self, text: str) -> None:
         self._pieces += 1
+        if not self._context_timer.isActive():
+            self._context_timer.start()
         self.chat_view.append_pieces(
             self._splitter.feed(text) if self._split_replies else [("answer", text)], self.session
         )
+
+    def _show_context_so_far(self) -> None:
+        if self._busy:  # a piece is a token or a few: the count is exact once the reply ends
+            self._show_context(self._context[0] + self._pieces)
 
     def _on_context_measured(self, prompt_tokens: int, context: int) -> None:
         self._context = (prompt_tokens, context)

@@ -69,6 +69,14 @@ def test_base_model_opens_in_labelled_completion_mode_and_stops(
     window.max_tokens.setValue(2000)
     send(qtbot, window, "The history of Rome")
     qtbot.waitUntil(lambda: bool(window.chat_view.reply_so_far()), timeout=REPLY_TIMEOUT_MS)
+
+    def context_used() -> int:  # "Context 1,234 of 8,192 tokens (15 %) · …"
+        return int(window.context_label.text().split()[1].replace(",", ""))
+
+    # The gauge follows the reply while it is written, not only once it ends.
+    seen = context_used()
+    qtbot.waitUntil(lambda: context_used() > seen, timeout=REPLY_TIMEOUT_MS)
+    assert window.stop_button.isEnabled()
     window.stop_button.click()
     qtbot.waitUntil(window.send_button.isEnabled, timeout=10_000)
     assert window.stats_label.text().startswith("Stopped after")
