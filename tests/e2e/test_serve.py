@@ -39,7 +39,8 @@ class Served:
         self.base_url = base_url
         self.log: list[str] = []
         self._clients: list[openai.OpenAI] = []
-        threading.Thread(target=self._read_log, daemon=True).start()
+        self._reader = threading.Thread(target=self._read_log, daemon=True)
+        self._reader.start()
 
     def _read_log(self) -> None:
         assert self.process.stdout is not None
@@ -52,8 +53,13 @@ class Served:
         return client
 
     def close(self) -> None:
+        """Closes the clients and ends the server, then lets the log reader reach the end of its output before
+        Popen's exit closes the pipe under it."""
         for client in self._clients:
             client.close()
+        self.process.terminate()
+        self.process.wait(timeout=30)
+        self._reader.join(timeout=30)
 
 
 @contextmanager
@@ -77,7 +83,6 @@ def serving(model: Path, basedir: Path, *extra: str) -> Iterator[Served]:
             yield served
         finally:
             served.close()
-            process.terminate()
 
 
 @pytest.fixture(scope="module")
