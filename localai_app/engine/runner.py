@@ -30,6 +30,10 @@ PREFILL_CHUNK = 256
 # the 100th 8 (at most 17); 8 took in a median of 104 tokens, 16 a median of 8,500, which then cost 0.5 ms a token
 # to sort through.
 LIKELY_MARGINS = (8.0, 16.0)
+# While the largest logit lies within this of 0, the exp of every logit and the sum of a whole vocabulary's fit a
+# float32 (up to e^88; e^70 times 262k tokens is e^82.5) and neither underflows to 0 (down to e^-87), so log-sum-exp
+# skips shifting the logits by their peak: one pass over the vocabulary fewer per token.
+UNSHIFTED_EXP_LIMIT = 70.0
 # Positions whose logits one scoring decode (perplexity) asks for. Each row is a vocabulary of floats, 1 MiB on the
 # starter's 262k tokens, held twice (the graph's result and the output buffer, which llama.cpp keeps at the largest
 # size ever asked): the starter engine's peak RAM grew by 73 MB with 32 rows, 139 MB with 64, 530 MB with 256.
@@ -140,6 +144,7 @@ class Runner:
         self._vocab = self.llama._model.vocab
         self._n_vocab = self.llama.n_vocab()
         self._scratch = np.empty(self._n_vocab, dtype=np.float32)  # reused by every probability: no allocation
+        self._pieces: dict[tuple[int, bool], bytes] = {}  # see piece()
         metadata = self.llama.metadata
         template_source = metadata.get("tokenizer.chat_template")
         self.chat_template = (
@@ -169,14 +174,19 @@ class Runner:
         """One token's bytes. `special`: control tokens as their text (``<start_of_turn>``), not as nothing.
 
         Not `Llama.detokenize`: its 32-byte buffer silently cuts longer tokens (runs of spaces, code), which would
-        break a detokenize round trip.
+        break a detokenize round trip. Kept once asked: a vocabulary does not change, and the token view asks for
+        the same likely alternatives at token after token.
         """
+        known = self._pieces.get((token, special))
+        if known is not None:
+            return known
         size = 64
         while True:
             buffer = ctypes.create_string_buffer(size)
             length = llama_cpp.llama_token_to_piece(self._vocab, token, buffer, size, 0, special)
             if length >= 0:
-                return buffer.raw[:length]
+                self._pieces[token, special] = piece = buffer.raw[:length]
+                return piece
             size = -length  # too small: llama.cpp says how much it needs
 
     def check_ids(self, tokens: list[int]) -> None:
@@ -321,7 +331,7 @@ class Runner:
                     ctypes.cast(pointer, ctypes.POINTER(ctypes.c_float)), shape=(end - position, self._n_vocab)
                 )
                 for row, following in zip(rows, tokens[position + 1 : end + 1], strict=True):
-                    logprobs.append(float(row[following]) - self._log_total(row, float(row.max())))
+                    logprobs.append(float(row[following]) - _log_total(row, float(row.max()), self._scratch))
             position = end
         return logprobs
 
@@ -441,7 +451,7 @@ class Runner:
         pointer = self.llama._ctx.get_logits_ith(-1)
         logits = np.ctypeslib.as_array(ctypes.cast(pointer, ctypes.POINTER(ctypes.c_float)), shape=(self._n_vocab,))
         peak = float(logits.max())
-        log_total = self._log_total(logits, peak)
+        log_total = _log_total(logits, peak, self._scratch)
         alternatives: list[TokenLogprob] = []
         if top > 0:
             for index in _likeliest(logits, peak, top):
@@ -453,12 +463,15 @@ class Runner:
                 )
         return _token_logprob(token, piece, float(logits[token]) - log_total, alternatives)
 
-    def _log_total(self, logits: np.ndarray, peak: float) -> float:
-        """log Σ exp(logits): what a logit minus it is the log-probability of (computed around the peak, in the
-        reused scratch buffer). numpy sums float32 pairwise: off by under 1e-7 from a float64 sum over 262k terms,
-        at half its cost."""
-        np.subtract(logits, peak, out=self._scratch)
-        return peak + float(np.log(np.exp(self._scratch, out=self._scratch).sum()))
+
+def _log_total(logits: np.ndarray, peak: float, scratch: np.ndarray) -> float:
+    """log Σ exp(logits): what a logit minus it is the log-probability of (`peak` is their largest; `scratch`, a
+    reused buffer of their size). numpy sums float32 pairwise: off by under 1e-7 from a float64 sum over 262k terms,
+    at half its cost."""
+    if abs(peak) < UNSHIFTED_EXP_LIMIT:  # every exp, and their sum, fits a float32 as it is: no shifting pass
+        return float(np.log(np.exp(logits, out=scratch).sum()))
+    np.subtract(logits, peak, out=scratch)
+    return peak + float(np.log(np.exp(scratch, out=scratch).sum()))
 
 
 def _likeliest(logits: np.ndarray, peak: float, top: int) -> np.ndarray:

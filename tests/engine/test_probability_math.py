@@ -1,11 +1,11 @@
-"""The engine's search for the likeliest tokens agrees with a full sort, whichever margin the answer lies within."""
+"""The engine's per-token probability arithmetic, which takes shortcuts for speed, against the plain computation."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from localai_app.engine.runner import LIKELY_MARGINS, _likeliest
+from localai_app.engine.runner import LIKELY_MARGINS, UNSHIFTED_EXP_LIMIT, _likeliest, _log_total
 
 VOCABULARY = 262_144  # the starter model's
 
@@ -29,3 +29,23 @@ def test_the_likeliest_tokens_are_those_a_full_sort_gives(spread: float, top: in
     logits[leaders] = np.linspace(peak, peak - spread, top, dtype=np.float32)
     expected = np.argsort(-logits, kind="stable")[:top]
     assert list(_likeliest(logits, peak, top)) == list(expected)
+
+
+@pytest.mark.parametrize(
+    "peak",
+    [
+        pytest.param(0.0, id="unshifted"),
+        pytest.param(UNSHIFTED_EXP_LIMIT - 1, id="unshifted-near-the-limit-above"),
+        pytest.param(1 - UNSHIFTED_EXP_LIMIT, id="unshifted-near-the-limit-below"),
+        pytest.param(UNSHIFTED_EXP_LIMIT + 400, id="shifted-above"),
+        pytest.param(-UNSHIFTED_EXP_LIMIT - 400, id="shifted-below"),
+    ],
+)
+def test_log_sum_exp_matches_a_float64_computation_on_either_path(peak: float) -> None:
+    rng = np.random.default_rng(11)
+    logits = rng.normal(0.0, 3.0, VOCABULARY).astype(np.float32)
+    logits += np.float32(peak - float(logits.max()))
+    wide = logits.astype(np.float64)
+    expected = float(wide.max() + np.log(np.exp(wide - wide.max()).sum()))
+    found = _log_total(logits, float(logits.max()), np.empty_like(logits))
+    assert found == pytest.approx(expected, abs=1e-4)
