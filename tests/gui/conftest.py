@@ -3,6 +3,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+from PySide6.QtCore import Qt
+from PySide6.QtTest import QTest
 from pytestqt.qtbot import QtBot
 
 from localai_app.app import build_window
@@ -21,6 +23,16 @@ def open_window(qtbot: QtBot, paths: AppPaths, model_name: str) -> MainWindow:
     window.show()
     qtbot.waitUntil(lambda: getattr(window.current_model(), "name", None) == model_name)
     return window
+
+
+def presenting_window(qtbot: QtBot, paths: AppPaths, prompt: str) -> tuple[MainWindow, float]:
+    """The tiny chat model's window with `prompt` typed, put in presenter mode by F5, and its font size before."""
+    window = open_window(qtbot, paths, "tiny-chat")
+    window.prompt_box.setPlainText(prompt)
+    everyday = window.font().pointSizeF()
+    QTest.keyClick(window, Qt.Key.Key_F5)
+    assert window.presenting
+    return window, everyday
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ from localai_app.core.replies import ReplyStream, SamplingOptions
 from localai_app.ui.main_window import MainWindow
 from localai_app.ui.prompt_inspector import PromptInspector
 from localai_app.ui.tokenizer_playground import TokenizerPlayground
-from tests.gui.conftest import open_window
+from tests.gui.conftest import open_window, presenting_window
 from tests.gui.test_remote_servers import add_server, picker_names, send
 
 pytestmark = pytest.mark.gui
@@ -239,12 +239,8 @@ def test_a_server_without_the_routes_gets_one_sentence(
 def test_both_open_above_presenter_mode_at_its_text_size(
     qtbot: QtBot, tiny_library_paths: AppPaths, close_windows: list[MainWindow], tmp_path: Path
 ) -> None:
-    window = open_window(qtbot, tiny_library_paths, "tiny-chat")
+    window, normal = presenting_window(qtbot, tiny_library_paths, "Hello")
     close_windows.append(window)
-    window.prompt_box.setPlainText("Hello")
-    normal = window.font().pointSizeF()
-    QTest.keyClick(window, Qt.Key.Key_F5)
-    assert window.presenting
     inspector = inspect(qtbot, window)
     assert inspector.isWindow() and inspector.parent() is window
     assert inspector.font().pointSizeF() > normal  # the presenter scale, not a fixed size

@@ -10,13 +10,12 @@ from pathlib import Path
 
 import pytest
 from PySide6.QtCore import QPoint, Qt
-from PySide6.QtTest import QTest
 from pytestqt.qtbot import QtBot
 
 from localai_app.core.paths import AppPaths
 from localai_app.ui.main_window import MainWindow
 from localai_app.ui.sampling_lab import ASKED, MIN_CHARTED, SamplingLab
-from tests.gui.conftest import open_window
+from tests.gui.conftest import open_window, presenting_window
 from tests.gui.test_glass_box_gui import TIMEOUT_MS, press
 from tests.gui.test_remote_servers import add_server, picker_names
 
@@ -111,12 +110,8 @@ def test_the_chart_follows_the_sliders_and_the_engine_draw_is_marked(
 def test_it_opens_above_presenter_mode_at_its_text_size(
     qtbot: QtBot, tiny_library_paths: AppPaths, close_windows: list[MainWindow], tmp_path: Path
 ) -> None:
-    window = open_window(qtbot, tiny_library_paths, "tiny-chat")
+    window, normal = presenting_window(qtbot, tiny_library_paths, "Name a colour.")
     close_windows.append(window)
-    window.prompt_box.setPlainText("Name a colour.")
-    normal = window.font().pointSizeF()
-    QTest.keyClick(window, Qt.Key.Key_F5)
-    assert window.presenting
     lab = open_lab(qtbot, window)
     settle(qtbot, lab)
     assert lab.isWindow() and lab.font().pointSizeF() > normal

@@ -16,7 +16,7 @@ from pytestqt.qtbot import QtBot
 from localai_app.core.paths import AppPaths
 from localai_app.ui.main_window import MainWindow
 from localai_app.ui.step_mode import StepMode
-from tests.gui.conftest import open_window
+from tests.gui.conftest import open_window, presenting_window
 from tests.gui.test_glass_box_gui import TIMEOUT_MS, press
 from tests.gui.test_sampling_lab import NO_APPLY_TEMPLATE, on_server_without_glass_box
 
@@ -85,12 +85,8 @@ def test_a_reply_one_token_per_key_press(
 def test_it_opens_above_presenter_mode_at_its_text_size(
     qtbot: QtBot, tiny_library_paths: AppPaths, close_windows: list[MainWindow], tmp_path: Path
 ) -> None:
-    window = open_window(qtbot, tiny_library_paths, "tiny-chat")
+    window, normal = presenting_window(qtbot, tiny_library_paths, "Name a colour.")
     close_windows.append(window)
-    window.prompt_box.setPlainText("Name a colour.")
-    normal = window.font().pointSizeF()
-    QTest.keyClick(window, Qt.Key.Key_F5)
-    assert window.presenting
     step_mode = open_step_mode(qtbot, window)
     assert step_mode.isWindow() and step_mode.font().pointSizeF() > normal
     step(qtbot, step_mode)
